@@ -1,0 +1,135 @@
+"""Assembling the ASGI application: the data-plane endpoint, the web routes, and the lifespan.
+
+The top-level app is a tiny dispatcher: POSTs to the three proxy paths go straight to the pure
+ASGI `ProxyEndpoint`; everything else (models, health, metrics) goes to a FastAPI app, which also
+publishes the OpenAPI schema. The lifespan owns the one pooled upstream client per process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from random import Random
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
+
+from gateway.api import ProxyEndpoint
+from gateway.config import GatewayConfig
+from gateway.errors import GatewayError, NotFound
+from gateway.forward import Forwarder
+from gateway.observability import Metrics
+from gateway.registry import PROXY_PATHS
+from gateway.runtime import Runtime
+from gateway.upstream import AiohttpTransport, Transport
+
+PROXY_ROUTES = frozenset(f"/v1{p}" for p in PROXY_PATHS)
+
+
+class Gateway:
+    """Process-wide state: the current config snapshot and the upstream forwarder."""
+
+    def __init__(self, runtime: Runtime, forwarder: Forwarder) -> None:
+        self.runtime = runtime
+        self.forwarder = forwarder
+        self.ready = False
+
+    def swap(self, runtime: Runtime) -> None:
+        runtime.metrics.use_registry(runtime.registry)
+        self.runtime = runtime
+
+
+class GatewayApp:
+    """The ASGI entry point: dispatch the hot path first, the rest to FastAPI."""
+
+    def __init__(self, gateway: Gateway, web: FastAPI, rng: Random) -> None:
+        self.gateway = gateway
+        self.web = web
+        self._proxy = ProxyEndpoint(lambda: gateway.runtime, gateway.forwarder, rng)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in PROXY_ROUTES:
+            await self._proxy(scope, receive, send)
+        else:
+            await self.web(scope, receive, send)
+
+
+def create_app(
+    cfg: GatewayConfig,
+    environ: Mapping[str, str] | None = None,
+    *,
+    rng: Random | None = None,
+    transport: Callable[[], Transport] = AiohttpTransport,
+) -> GatewayApp:
+    """Build the gateway for a validated config; the transport opens in the lifespan."""
+    env = os.environ if environ is None else environ
+    gateway = Gateway(Runtime.build(cfg, Metrics(), env), Forwarder(None))
+    gateway.swap(gateway.runtime)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        gateway.forwarder.transport = transport()
+        gateway.ready = True
+        try:
+            yield
+        finally:
+            gateway.ready = False
+            await gateway.forwarder.close()
+
+    return GatewayApp(gateway, _web(gateway, lifespan), rng or Random())
+
+
+def _web(gateway: Gateway, lifespan: Any) -> FastAPI:
+    web = FastAPI(
+        title="LLM version gateway", version="1", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
+
+    @web.exception_handler(GatewayError)
+    async def gateway_error(_: Request, err: GatewayError) -> Response:
+        return Response(err.body(), status_code=err.status, media_type="application/json")
+
+    @web.exception_handler(HTTPException)
+    async def http_error(_: Request, err: HTTPException) -> Response:
+        wrapped = GatewayError(
+            str(err.detail), code="not_found" if err.status_code == 404 else None
+        )
+        wrapped.status, wrapped.type = err.status_code, "invalid_request_error"
+        return Response(wrapped.body(), status_code=err.status_code, media_type="application/json")
+
+    @web.get("/v1/models", summary="List models with their versions, aliases and metadata")
+    async def list_models() -> JSONResponse:
+        return JSONResponse(gateway.runtime.registry.describe())
+
+    @web.get("/v1/models/{model_id:path}", summary="One model (`chat`) or one version (`chat@v1`)")
+    async def get_model(model_id: str) -> JSONResponse:
+        registry = gateway.runtime.registry
+        name, sep, ref = model_id.partition("@")
+        model = registry.models.get(name)
+        if model is None:
+            raise NotFound(
+                f"model {model_id!r} does not exist (known models: {', '.join(sorted(registry.models))})"
+            )
+        if not sep:
+            return JSONResponse(model.describe())
+        version = model.version(ref)
+        return JSONResponse(version.describe(model.aliases_of(version.id)))
+
+    @web.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @web.get("/readyz", summary="Readiness: config loaded and able to route")
+    async def readyz() -> JSONResponse:
+        ready = gateway.ready and bool(gateway.runtime.registry.models)
+        body = {"status": "ready" if ready else "not ready", "revision": gateway.runtime.revision}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @web.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(gateway.runtime.metrics.scrape(), media_type="text/plain; version=0.0.4")
+
+    return web

@@ -1,0 +1,216 @@
+"""The `gateway` command line: serve, validate, mock-upstream, demo.
+
+Each verb is a small function; `main` only parses arguments and dispatches. Exit codes: 0 ok,
+1 rejected config or failed command, 2 usage error (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from gateway.config import GatewayConfig, load_config
+from gateway.errors import ConfigError
+
+log = logging.getLogger("gateway")
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    result: int = args.func(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Version-aware LLM routing gateway"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument(
+        "--config",
+        default=os.environ.get("GATEWAY_CONFIG"),
+        required="GATEWAY_CONFIG" not in os.environ,
+    )
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+    validate = sub.add_parser("validate", help="check a config file")
+    validate.add_argument("path")
+    validate.set_defaults(func=cmd_validate)
+    mock = sub.add_parser(
+        "mock-upstream", help="run the built-in OpenAI-compatible fake model server"
+    )
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, required=True)
+    mock.add_argument("--model", default="mock-model")
+    mock.add_argument("--latency-ms", type=float, default=0.0)
+    mock.add_argument("--ttft-ms", type=float, default=None)
+    mock.add_argument("--chunks", type=int, default=8)
+    mock.add_argument("--chunk-delay-ms", type=float, default=0.0)
+    mock.add_argument("--error-rate", type=float, default=0.0)
+    mock.add_argument("--seed", type=int, default=0)
+    mock.set_defaults(func=cmd_mock)
+    demo = sub.add_parser(
+        "demo", help="run two mock versions and the gateway on the example config"
+    )
+    demo.add_argument("--config", default=str(EXAMPLE_CONFIG))
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _load(path: str) -> GatewayConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        print(f"{path}: {len(err.problems)} problem(s):", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = _load(args.path)
+    if cfg is None:
+        return 1
+    print(f"{args.path}: OK — {len(cfg.models)} model(s)")
+    for name, model in cfg.models.items():
+        aliases = ", ".join(f"{a}→{v}" for a, v in model.aliases.items()) or "none"
+        weights = model.routing.weights or {
+            model.aliases.get("stable", next(iter(model.versions))): 100
+        }
+        split = ", ".join(f"{v}={w:g}" for v, w in weights.items())
+        print(
+            f"  {name}: versions {', '.join(model.versions)}; aliases {aliases}; "
+            f"{model.routing.strategy} {split}"
+        )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    _run(cfg, args.host or cfg.listen.host, args.port if args.port is not None else cfg.listen.port)
+    return 0
+
+
+def _run(cfg: GatewayConfig, host: str, port: int) -> None:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    app = create_app(cfg)
+    log.info(
+        "serving %d model(s) on http://%s:%d (config revision %s, store %s)",
+        len(cfg.models),
+        host,
+        port,
+        app.gateway.runtime.revision,
+        cfg.store.backend,
+    )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        log_level="info",
+    )
+
+
+def cmd_mock(args: argparse.Namespace) -> int:
+    from gateway.mock_upstream import MockSettings, run
+
+    settings = MockSettings(
+        model=args.model,
+        latency_ms=args.latency_ms,
+        ttft_ms=args.ttft_ms,
+        chunks=args.chunks,
+        chunk_delay_ms=args.chunk_delay_ms,
+        error_rate=args.error_rate,
+        seed=args.seed,
+    )
+    run(settings, args.host, args.port)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 1
+    mocks = _start_mocks(cfg)
+    try:
+        _print_demo(cfg)
+        _run(cfg, cfg.listen.host, cfg.listen.port)
+    finally:
+        for proc in mocks:
+            proc.terminate()
+        for proc in mocks:
+            proc.wait(timeout=5)
+    return 0
+
+
+def _start_mocks(cfg: GatewayConfig) -> list[subprocess.Popen[bytes]]:
+    """One mock upstream per distinct loopback upstream in the config."""
+    seen: dict[int, str] = {}
+    for model in cfg.models.values():
+        for version in model.versions.values():
+            url = urlsplit(version.upstream.url)
+            if url.hostname in ("127.0.0.1", "localhost") and url.port:
+                seen.setdefault(url.port, version.upstream.model)
+    procs = []
+    for port, name in seen.items():
+        cmd = [
+            sys.executable,
+            "-m",
+            "gateway",
+            "mock-upstream",
+            "--port",
+            str(port),
+            "--model",
+            name,
+            "--chunks",
+            "12",
+            "--chunk-delay-ms",
+            "40",
+            "--latency-ms",
+            "20",
+        ]
+        procs.append(subprocess.Popen(cmd))
+        log.info("demo: mock upstream %r on port %d", name, port)
+    time.sleep(1.0)
+    return procs
+
+
+def _print_demo(cfg: GatewayConfig) -> None:
+    base = f"http://{cfg.listen.host}:{cfg.listen.port}"
+    model = next(iter(cfg.models))
+    print(
+        f"""
+Gateway demo on {base} — try, in another terminal:
+
+  curl -s {base}/v1/models | python3 -m json.tool
+  curl -si {base}/v1/chat/completions -H 'content-type: application/json' \\
+       -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "hi"}}]}}'
+  curl -sN {base}/v1/chat/completions -H 'content-type: application/json' -H 'x-gateway-version: v2' \\
+       -d '{{"model": "{model}", "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'
+  curl -s {base}/metrics | grep gateway_requests
+
+Press Ctrl-C to stop.
+""",
+        flush=True,
+    )

@@ -1,0 +1,88 @@
+"""Rules that relate config fields to each other: names, references, weights, environment.
+
+Owns: names (models, versions, aliases) are well-formed and distinct, weights and aliases name
+known versions, weights are not all zero, and every `api_key_env` is set in the environment.
+They run on the raw YAML data, defensively, so that they report alongside type errors and
+`gateway validate` lists every problem in one pass. Each rule yields `(path, message)`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from gateway.config.schema import check_name
+from gateway.config.yamlsource import Path
+
+Problem = tuple[Path, str]
+
+
+def check_config(data: Mapping[str, Any], environ: Mapping[str, str]) -> Iterator[Problem]:
+    models = data.get("models")
+    if not isinstance(models, dict):
+        return
+    for name, model in models.items():
+        base: Path = ("models", name)
+        yield from _name(base, str(name), "model")
+        if isinstance(model, dict):
+            yield from _check_model(base, model, environ)
+
+
+def _name(path: Path, name: str, what: str) -> Iterator[Problem]:
+    try:
+        check_name(name, what)
+    except ValueError as exc:
+        yield path, str(exc)
+
+
+def _dict(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _check_model(
+    base: Path, model: dict[str, Any], environ: Mapping[str, str]
+) -> Iterator[Problem]:
+    versions = _dict(model.get("versions"))
+    known = ", ".join(sorted(map(str, versions)))
+    for vid, version in versions.items():
+        vpath = (*base, "versions", vid)
+        yield from _name(vpath, str(vid), "version")
+        env = _dict(_dict(version).get("upstream")).get("api_key_env")
+        if isinstance(env, str) and not environ.get(env):
+            yield (*vpath, "upstream", "api_key_env"), f"environment variable {env} is not set"
+    aliases = _dict(model.get("aliases"))
+    for alias, target in aliases.items():
+        apath = (*base, "aliases", alias)
+        yield from _name(apath, str(alias), "alias")
+        if alias in versions:
+            yield apath, f"alias {alias!r} has the same name as a version"
+        if isinstance(target, str) and target not in versions:
+            yield apath, f"unknown version {target!r} (known: {known})"
+    routing = _dict(model.get("routing"))
+    wpath = (*base, "routing", "weights")
+    if "weights" not in routing:
+        if len(versions) > 1 and "stable" not in aliases:
+            yield wpath, "required when a model has several versions and no 'stable' alias"
+        return
+    yield from _check_weights(wpath, routing["weights"], versions, known)
+
+
+def _check_weights(
+    wpath: Path, weights: Any, versions: dict[Any, Any], known: str
+) -> Iterator[Problem]:
+    if not isinstance(weights, dict):
+        return
+    if not weights:
+        yield wpath, "empty: give at least one version a positive weight"
+        return
+    numbers = []
+    for vid, weight in weights.items():
+        if vid not in versions:
+            yield (*wpath, vid), f"unknown version {vid!r} (known: {known})"
+        if isinstance(weight, int | float) and not isinstance(weight, bool):
+            if weight < 0 or not math.isfinite(weight):
+                yield (*wpath, vid), f"weight must be a finite number >= 0, got {weight}"
+            numbers.append(weight)
+    if numbers and len(numbers) == len(weights) and all(w == 0 for w in numbers):
+        yield wpath, "weights are all zero: no version would get traffic"

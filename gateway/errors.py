@@ -1,0 +1,106 @@
+"""The gateway's one exception tree, and its OpenAI-shaped rendering.
+
+Every failure a client can see is a `GatewayError` subclass carrying its HTTP status and the
+OpenAI error `type`/`code`; third-party exceptions (aiohttp, YAML, pydantic) are mapped onto this
+tree at the boundary where they occur (`upstream.py`, `config/`), never further in.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+
+class GatewayError(Exception):
+    """Base of everything the gateway raises on purpose."""
+
+    status = 500
+    type = "server_error"
+    code: str | None = None
+    outcome = "rejected"  # the outcome class recorded for the request (see exchange.py)
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def body(self) -> bytes:
+        """The error as OpenAI's JSON shape: {"error": {"message", "type", "code"}}."""
+        return orjson.dumps(
+            {"error": {"message": self.message, "type": self.type, "code": self.code}}
+        )
+
+
+class ConfigError(GatewayError):
+    """A configuration was rejected; `problems` lists every reason (path, line and message)."""
+
+    status = 422
+    type = "invalid_config"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems) or "invalid configuration")
+        self.problems = problems
+
+
+class ClientError(GatewayError):
+    """The request itself is wrong: never counted against a model version."""
+
+    status = 400
+    type = "invalid_request_error"
+    outcome = "client_error"
+
+
+class BadRequest(ClientError):
+    code = "bad_request"
+
+
+class ModelNotFound(ClientError):
+    status = 404
+    code = "model_not_found"
+
+
+class NotFound(ClientError):
+    status = 404
+    code = "not_found"
+
+
+class PayloadTooLarge(ClientError):
+    status = 413
+    code = "request_too_large"
+
+
+class ClientDisconnected(ClientError):
+    """The client went away before the answer was complete (logged as 499, never sent)."""
+
+    status = 499
+    code = "client_disconnected"
+    outcome = "client_cancel"
+
+
+class UpstreamError(GatewayError):
+    """The chosen version's upstream failed before anything reached the client."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+    outcome = "upstream_error"
+
+
+class UpstreamConnectError(UpstreamError):
+    code = "upstream_connect_failed"
+    outcome = "connect_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    type = "timeout"
+    code = "upstream_timeout"
+    outcome = "timeout"
+
+
+class Unavailable(GatewayError):
+    """No version can take the request now (overload, nothing healthy, draining)."""
+
+    status = 503
+    type = "unavailable"
+    code = "unavailable"

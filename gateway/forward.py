@@ -1,0 +1,144 @@
+"""Doing a route plan: send the request to the chosen version and relay its answer.
+
+Owns the attempt: rewriting `model` to the upstream's name, the upstream headers, the timeouts
+(connect, time to first byte, idle between chunks, total), and the answer's relay: streams through
+`SseRelay`, other bodies read whole (capped) and sent with their length. Any failure before the
+first byte reaches the client raises an `UpstreamError` (so the caller answers 502/504); after
+that, failures are reported in-band by the relay. The upstream connection is always either
+returned to the pool (answer fully read) or closed (anything else, including cancellation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import orjson
+
+from gateway.config.schema import Limits, Timeouts
+from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.exchange import CLIENT_ERROR, RATE_LIMITED, SUCCESS, UPSTREAM_ERROR, Exchange
+from gateway.headers import to_client, to_upstream
+from gateway.registry import VersionEntry
+from gateway.streaming import SseRelay, observe_usage_json
+from gateway.upstream import Transport, UpstreamResponse
+
+Send = Any
+USAGE_PARSE_LIMIT = 256 << 10
+
+
+class Forwarder:
+    """One per process: the transport plus the per-attempt logic."""
+
+    def __init__(self, transport: Transport | None) -> None:
+        self.transport = transport  # opened by the app's lifespan, inside the event loop
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            await self.transport.aclose()
+            self.transport = None
+
+    async def attempt(
+        self,
+        ex: Exchange,
+        version: VersionEntry,
+        payload: dict[str, Any],
+        client_headers: Sequence[tuple[bytes, bytes]],
+        send: Send,
+        timeouts: Timeouts,
+        limits: Limits,
+    ) -> None:
+        """Serve `ex` from `version`, or raise `UpstreamError` with nothing sent to the client."""
+        loop = asyncio.get_running_loop()
+        ex.version = version.id
+        payload["model"] = version.upstream_model
+        accept = next((v for k, v in client_headers if k == b"accept-encoding"), None)
+        headers = to_upstream(client_headers, version.api_key, ex.request_id, accept)
+        end_at = loop.time() + timeouts.total_s
+        sent_at = loop.time()
+        resp: UpstreamResponse | None = None
+        finished = False
+        try:
+            async with asyncio.timeout_at(min(sent_at + timeouts.ttft_s, end_at)):
+                assert self.transport is not None, "the app's lifespan opens the transport"
+                resp = await self.transport.post(
+                    version.urls[ex.path], headers, orjson.dumps(payload), timeouts.connect_s
+                )
+                chunks = resp.chunks()
+                first = await anext(chunks, b"")
+            ex.upstream_wait = loop.time() - sent_at
+            await _relay(ex, version, resp, first, chunks, send, timeouts, end_at, limits)
+            finished = True
+        except TimeoutError:
+            raise UpstreamTimeout(f"upstream gave no answer within {timeouts.ttft_s:g}s") from None
+        finally:
+            if resp is not None:
+                resp.release() if finished else resp.close()
+
+
+async def _relay(
+    ex: Exchange,
+    version: VersionEntry,
+    resp: UpstreamResponse,
+    first: bytes,
+    chunks: AsyncIterator[bytes],
+    send: Send,
+    timeouts: Timeouts,
+    end_at: float,
+    limits: Limits,
+) -> None:
+    status = resp.status
+    if not 200 <= status < 300 and not 400 <= status < 600:
+        raise UpstreamError(f"upstream answered with unexpected status {status}")
+    head = to_client(resp.raw_headers)
+    head.append((b"x-request-id", ex.request_id.encode()))
+    head.extend(version.response_headers)
+    content_type = next((v for k, v in head if k == b"content-type"), b"")
+    if status == 200 and content_type.startswith(b"text/event-stream"):
+        if not first:
+            raise UpstreamError("upstream sent an empty stream")
+        ex.status = 200
+        encoded = any(k == b"content-encoding" and v != b"identity" for k, v in head)
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        relay = SseRelay(ex, send, asyncio.get_running_loop().time, encoded)
+        await relay.run(first, chunks, timeouts.idle_s, end_at)
+        return
+    body = await _read_all(first, chunks, timeouts.idle_s, limits.max_response_bytes)
+    ex.status = status
+    ex.outcome = _outcome(status)
+    if (
+        status == 200
+        and len(body) <= USAGE_PARSE_LIMIT
+        and not any(k == b"content-encoding" for k, _ in head)
+    ):
+        observe_usage_json(body, ex)
+    head.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    ex.ttft = asyncio.get_running_loop().time() - ex.started
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _read_all(first: bytes, chunks: AsyncIterator[bytes], idle_s: float, limit: int) -> bytes:
+    parts = [first]
+    size = len(first)
+    try:
+        while True:
+            async with asyncio.timeout(idle_s):
+                chunk = await anext(chunks, None)
+            if chunk is None:
+                return b"".join(parts)
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamError(f"upstream answer larger than {limit} bytes")
+            parts.append(chunk)
+    except TimeoutError:
+        raise UpstreamTimeout(f"upstream answer stalled for {idle_s:g}s") from None
+
+
+def _outcome(status: int) -> str:
+    if status < 400:
+        return SUCCESS
+    if status == 429:
+        return RATE_LIMITED
+    return CLIENT_ERROR if status < 500 else UPSTREAM_ERROR

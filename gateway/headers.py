@@ -1,0 +1,67 @@
+"""Header hygiene in both directions (RFC 9110 §7.6.1 and the credential rules of DESIGN §7).
+
+To the upstream: every client header except hop-by-hop ones (and those `Connection` names),
+credentials, cookies, host/length/encoding (set by the transport or by us), forwarding headers
+and the gateway's own control headers; then the upstream credential and our request id.
+To the client: only an allow-list of upstream response headers, so nothing like `set-cookie`,
+credentials or hop-by-hop headers ever passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+RawHeaders = Iterable[tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset(
+    b"connection keep-alive proxy-connection te transfer-encoding upgrade trailer "
+    b"proxy-authenticate proxy-authorization".split()
+)
+DROP_TO_UPSTREAM = HOP_BY_HOP | frozenset(
+    b"host content-length accept-encoding authorization x-api-key api-key cookie expect "
+    b"forwarded x-forwarded-for x-forwarded-host x-forwarded-proto x-forwarded-port x-real-ip "
+    b"x-request-id x-gateway-version".split()
+)
+PASS_TO_CLIENT = frozenset(
+    b"content-type content-encoding cache-control retry-after openai-model openai-version "
+    b"openai-processing-ms x-ratelimit-limit-requests x-ratelimit-limit-tokens "
+    b"x-ratelimit-remaining-requests x-ratelimit-remaining-tokens x-ratelimit-reset-requests "
+    b"x-ratelimit-reset-tokens".split()
+)
+
+
+def to_upstream(
+    client: RawHeaders, api_key: str | None, request_id: str, accept_encoding: bytes | None
+) -> list[tuple[str, str]]:
+    """The headers sent upstream for a client request with headers `client`."""
+    items = list(client)
+    named = {
+        token.strip().lower()
+        for name, value in items
+        if name == b"connection"
+        for token in value.split(b",")
+    }
+    out = [
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in items
+        if name not in DROP_TO_UPSTREAM and name not in named and not name.startswith(b"x-gateway-")
+    ]
+    out.append(
+        ("accept-encoding", accept_encoding.decode("latin-1") if accept_encoding else "identity")
+    )
+    out.append(("x-request-id", request_id))
+    if api_key:
+        out.append(("authorization", f"Bearer {api_key}"))
+    return out
+
+
+def to_client(upstream: RawHeaders) -> list[tuple[bytes, bytes]]:
+    """The upstream response headers a client may see (names lower-cased)."""
+    out = []
+    for name, value in upstream:
+        lower = name.lower()
+        if lower in PASS_TO_CLIENT:
+            out.append((lower, value))
+        elif lower == b"x-request-id":
+            out.append((b"x-upstream-request-id", value))
+    return out

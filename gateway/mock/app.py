@@ -1,0 +1,324 @@
+"""Mock upstream ASGI app (`MockUpstream`) and its uvicorn runner (`run`).
+
+Owns routing, request accounting, fault application and disconnect detection. A disconnect
+watcher task (a concurrent ``receive()`` waiting for ``http.disconnect``) is started only when
+the request actually waits (latency, ttft, chunk delay, stall); the 0-latency path spawns none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import asdict, replace
+from typing import Any
+
+import orjson
+import uvicorn
+
+from gateway.mock.knobs import NO_FAULT, Fault, MockSettings, parse_fault, validate_config
+from gateway.mock.stats import MockStats
+from gateway.mock.wire import (
+    DONE,
+    JSON_TYPE,
+    SSE_HEADERS,
+    Wire,
+    error_body,
+    json_headers,
+    usage,
+)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
+MODEL_PATHS = frozenset((CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH))
+CONTROL_PATHS = frozenset(("/v1/models", "/mock/stats", "/mock/reset", "/mock/config"))
+FAULT_HEADER = b"x-mock-fault"
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # a broken receive channel means the client is gone
+        return
+
+
+class _Conn:
+    """One HTTP exchange: ``send`` plus a disconnect watcher started on the first wait."""
+
+    __slots__ = ("receive", "send", "watcher")
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self.receive, self.send = receive, send
+        self.watcher: asyncio.Task[None] | None = None
+
+    def _watch(self) -> asyncio.Task[None]:
+        if self.watcher is None:
+            self.watcher = asyncio.ensure_future(_wait_disconnect(self.receive))
+        return self.watcher
+
+    async def pause(self, ms: float) -> bool:
+        """Sleep ``ms``; True as soon as the client has disconnected."""
+        if ms <= 0:
+            return self.watcher is not None and self.watcher.done()
+        done, _ = await asyncio.wait((self._watch(),), timeout=ms / 1000)
+        return bool(done)
+
+    async def until_disconnect(self) -> None:
+        await asyncio.wait((self._watch(),))
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None if the client went away first."""
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if message["type"] == "http.request" and not message.get("more_body"):
+        return body
+    parts = [body]
+    while message["type"] == "http.request" and message.get("more_body"):
+        message = await receive()
+        parts.append(message.get("body", b""))
+    return b"".join(parts) if message["type"] == "http.request" else None
+
+
+async def _send_all(send: Send, status: int, headers: list[Any], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        kind = (await receive())["type"]
+        if kind == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif kind == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _input_count(inputs: Any) -> int:
+    """Embedding inputs: a string or token list is one, a list of them is many."""
+    if isinstance(inputs, list) and not (inputs and isinstance(inputs[0], int)):
+        return len(inputs)
+    return 1
+
+
+class MockUpstream:
+    """The ASGI app: OpenAI endpoints, fault injection and ``/mock/*`` controls."""
+
+    def __init__(self, settings: MockSettings) -> None:
+        self.settings = settings
+        self.stats = MockStats()
+        self._rng = random.Random(settings.seed)
+        self._wire = Wire()
+        card = {"id": settings.model, "object": "model", "created": self._wire.created}
+        self._models = orjson.dumps({"object": "list", "data": [{**card, "owned_by": "mock"}]})
+
+    def configure(self, changes: Any) -> MockSettings:
+        """Apply a ``/mock/config`` body (ValueError if invalid); a new seed reseeds the RNG."""
+        valid = validate_config(changes)
+        self.settings = replace(self.settings, **valid)
+        if "seed" in valid:
+            self._rng = random.Random(valid["seed"])
+        return self.settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path in MODEL_PATHS and scope["method"] == "POST":
+                await self._model_request(scope, _Conn(receive, send), path)
+            else:
+                await self._control(scope, receive, send, path)
+        elif scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+
+    async def _control(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        route = (scope["method"], path)
+        status, body = 200, b""
+        if route == ("GET", "/v1/models"):
+            body = self._models
+        elif route == ("GET", "/mock/stats"):
+            body = orjson.dumps(self.stats.to_dict())
+        elif route == ("POST", "/mock/reset"):
+            self.stats.reset()
+            body = orjson.dumps(self.stats.to_dict())
+        elif route == ("POST", "/mock/config"):
+            try:
+                changes = orjson.loads(await _read_body(receive) or b"")
+                body = orjson.dumps(asdict(self.configure(changes)))
+            except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
+                status, body = 400, error_body(400, str(exc), "invalid_config")
+        else:
+            status = 405 if path in MODEL_PATHS or path in CONTROL_PATHS else 404
+            body = error_body(status, f"no route for {route[0]} {path}", "mock_no_route")
+            self.stats.errors_sent += 1
+        await _send_all(send, status, json_headers(body), body)
+
+    async def _model_request(self, scope: Scope, conn: _Conn, path: str) -> None:
+        stats = self.stats
+        stats.requests += 1
+        stats.by_path[path] = stats.by_path.get(path, 0) + 1
+        stats.raw_headers = scope["headers"]
+        stats.inflight += 1
+        stats.max_inflight = max(stats.max_inflight, stats.inflight)
+        try:
+            await self._serve(scope, conn, path)
+        finally:
+            stats.inflight -= 1
+            conn.close()
+
+    async def _serve(self, scope: Scope, conn: _Conn, path: str) -> None:
+        body = await _read_body(conn.receive)
+        if body is None:
+            self._disconnected()
+            return
+        unlucky = self._rng.random() < self.settings.error_rate  # one draw per request, always
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            await self._error(conn, 400, f"invalid JSON body: {exc}", "invalid_json")
+            return
+        if not isinstance(request, dict):
+            await self._error(conn, 400, "request body must be a JSON object", "invalid_json")
+            return
+        self.stats.last_body = request
+        model = request.get("model")
+        model = model if isinstance(model, str) else self.settings.model
+        self.stats.models_seen[model] = self.stats.models_seen.get(model, 0) + 1
+        fault = NO_FAULT
+        for name, value in scope["headers"]:
+            if name == FAULT_HEADER:
+                try:
+                    fault = parse_fault(value.decode("latin-1"))
+                except ValueError as exc:
+                    await self._error(conn, 400, str(exc), "invalid_mock_fault")
+                    return
+        await self._respond(conn, path, request, fault, unlucky, orjson.dumps(model), len(body))
+
+    async def _respond(
+        self,
+        conn: _Conn,
+        path: str,
+        request: dict[str, Any],
+        fault: Fault,
+        unlucky: bool,
+        model: bytes,
+        size: int,
+    ) -> None:
+        stream = path != EMBEDDINGS_PATH and request.get("stream") is True
+        if fault.stall:
+            await conn.until_disconnect()
+            self._disconnected()
+            return
+        delay = fault.latency_ms + (0.0 if stream else self.settings.latency_ms)
+        if await conn.pause(delay):
+            self._disconnected()
+        elif fault.status or unlucky:
+            status = fault.status or 500
+            await self._error(conn, status, f"mock upstream injected a {status}", "mock_fault")
+        elif fault.empty:
+            await _send_all(conn.send, 200, SSE_HEADERS, b"")
+            self._sent(200)
+        elif stream:
+            await self._stream(conn, path == CHAT_PATH, model, request, fault, size)
+        else:
+            await self._reply(conn, self._answer(path, request, fault, model, size), fault)
+
+    def _answer(
+        self, path: str, request: dict[str, Any], fault: Fault, model: bytes, size: int
+    ) -> bytes:
+        prompt = max(1, size // 4)  # rough token estimate: four body bytes per token
+        if path == EMBEDDINGS_PATH:
+            b64 = request.get("encoding_format") == "base64"
+            return self._wire.embeddings(model, _input_count(request.get("input")), b64, prompt)
+        n = self.settings.chunks if fault.chunks is None else fault.chunks
+        return self._wire.answer(path == CHAT_PATH, n, model, usage(prompt, n))
+
+    async def _reply(self, conn: _Conn, body: bytes, fault: Fault) -> None:
+        if fault.stall_after is None and fault.cut is None:
+            await _send_all(conn.send, 200, json_headers(body), body)
+            self._sent(200)
+            return
+        cut = fault.cut is not None
+        limit = fault.cut if fault.cut is not None else fault.stall_after
+        await conn.send({"type": "http.response.start", "status": 200, "headers": [JSON_TYPE]})
+        await conn.send({"type": "http.response.body", "body": body[:limit], "more_body": not cut})
+        if cut:
+            self._sent(200)
+            return
+        await conn.until_disconnect()
+        self._disconnected()
+
+    async def _stream(
+        self,
+        conn: _Conn,
+        chat: bool,
+        model: bytes,
+        request: dict[str, Any],
+        fault: Fault,
+        size: int,
+    ) -> None:
+        settings = self.settings
+        n = settings.chunks if fault.chunks is None else fault.chunks
+        gap = settings.chunk_delay_ms if fault.chunk_delay_ms is None else fault.chunk_delay_ms
+        ttft = settings.latency_ms if settings.ttft_ms is None else settings.ttft_ms
+        ttft = ttft if fault.ttft_ms is None else fault.ttft_ms
+        options = request.get("stream_options")
+        wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        use = usage(max(1, size // 4), n) if wants_usage else None
+        events = self._wire.events(chat, n, model, use)
+        limit = fault.cut if fault.cut is not None else fault.stall_after
+        body = events[:-1] if limit is None else events[: min(limit, len(events) - 1)]
+        await conn.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        for i, event in enumerate(body):
+            if await conn.pause(gap if i else ttft):
+                self._disconnected()
+                return
+            await conn.send({"type": "http.response.body", "body": event, "more_body": True})
+        if limit is not None and fault.cut is None:  # stall-after:N
+            await conn.until_disconnect()
+            self._disconnected()
+            return
+        await conn.send({"type": "http.response.body", "body": DONE if limit is None else b""})
+        self._sent(200)
+
+    async def _error(self, conn: _Conn, status: int, message: str, code: str) -> None:
+        body = error_body(status, message, code)
+        await _send_all(conn.send, status, json_headers(body), body)
+        self._sent(status)
+
+    def _sent(self, status: int) -> None:
+        self.stats.completed += 1
+        if status >= 300:
+            self.stats.errors_sent += 1
+
+    def _disconnected(self) -> None:
+        self.stats.disconnects += 1
+        self.stats.disconnect_times.append(time.time())
+
+
+def run(settings: MockSettings, host: str, port: int) -> None:
+    """Serve a `MockUpstream` with uvicorn (httptools, uvloop, quiet) until interrupted."""
+    app = MockUpstream(settings)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        http="httptools",
+        loop="uvloop",
+        access_log=False,
+        log_level="warning",
+        lifespan="off",
+        server_header=False,
+    )

@@ -1,0 +1,120 @@
+"""Prometheus metrics: names, bounded labels, and the recorder the request path reports to.
+
+Owns its own `CollectorRegistry` (no global state). `model` and `version` label values come only
+from the config; anything else is `other` (and `none` where no version was chosen), so client
+input can never create series. Label children are cached so recording a request is a few dict
+lookups and increments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from gateway.exchange import Exchange
+from gateway.registry import Registry
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+OTHER = "other"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests",
+            "Client requests by model, serving version and outcome class",
+            ["model", "version", "outcome"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Time from request arrival to the last byte sent",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "gateway_ttft_seconds",
+            "Time from request arrival to the first byte sent to the client",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "gateway_overhead_seconds",
+            "Time to first byte not spent waiting on the upstream",
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "gateway_tokens",
+            "Tokens reported by upstream usage blocks",
+            ["model", "version", "kind"],
+            registry=r,
+        )
+        self.weight = Gauge(
+            "gateway_routing_weight",
+            "Share of new traffic routing gives each version now (0-1)",
+            ["model", "version"],
+            registry=r,
+        )
+        self.inflight = Gauge("gateway_inflight", "Client requests in progress", registry=r)
+        self._known: frozenset[tuple[str, str]] = frozenset()
+        self._children: dict[tuple[str, str, str], Callable[[Exchange], None]] = {}
+
+    def use_registry(self, registry: Registry) -> None:
+        """Adopt a (new) config: the label values it allows and its routing weights."""
+        self._known = frozenset(
+            (m.name, v) for m in registry.models.values() for v in (*m.versions, "none")
+        )
+        self._children.clear()
+        for model in registry.models.values():
+            for vid, share in model.policy.weights().items():
+                self.weight.labels(model.name, vid).set(share)
+
+    def record(self, ex: Exchange) -> None:
+        key = (ex.model or OTHER, ex.version or "none", ex.outcome)
+        observe = self._children.get(key)
+        if observe is None:
+            observe = self._children[key] = self._bind(*key)
+        observe(ex)
+
+    def _bind(self, model: str, version: str, outcome: str) -> Callable[[Exchange], None]:
+        if (model, version) not in self._known:
+            model, version = (OTHER, OTHER) if model != OTHER else (OTHER, "none")
+        count = self.requests.labels(model, version, outcome).inc
+        duration = self.duration.labels(model, version).observe
+        ttft = self.ttft.labels(model, version).observe
+        prompt = self.tokens.labels(model, version, "prompt").inc
+        completion = self.tokens.labels(model, version, "completion").inc
+        overhead = self.overhead.observe
+
+        def observe(ex: Exchange) -> None:
+            count()
+            duration(ex.duration)
+            if ex.ttft is not None:
+                ttft(ex.ttft)
+                overhead(max(ex.ttft - ex.upstream_wait, 0.0))
+            if ex.prompt_tokens:
+                prompt(ex.prompt_tokens)
+            if ex.completion_tokens:
+                completion(ex.completion_tokens)
+
+        return observe
+
+    def scrape(self) -> bytes:
+        return generate_latest(self.registry)

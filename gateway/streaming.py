@@ -1,0 +1,117 @@
+"""Relaying a server-sent-event stream from an upstream to the client, chunk by chunk.
+
+Bytes are forwarded as they arrive, never re-serialised. The relay only holds back an incomplete
+trailing event (so a cut can never leave the client with half an event glued to our error), checks
+for the terminal `data: [DONE]`, and reads `usage` in passing. A stream that ends without
+`[DONE]`, breaks, or stalls past the idle timeout ends with one SSE error event (which the `openai`
+SDK raises as an `APIError`) and never with a silent clean end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from gateway.exchange import STREAM_CUT, TIMEOUT, Exchange
+
+Send = Any  # the ASGI send callable
+MAX_EVENT_BYTES = 1 << 20
+
+
+def sse_error(message: str, type_: str, code: str) -> bytes:
+    """One terminal SSE event in OpenAI's error shape."""
+    return (
+        b"data: "
+        + orjson.dumps({"error": {"message": message, "type": type_, "code": code}})
+        + b"\n\n"
+    )
+
+
+def _event_end(data: bytes) -> int:
+    """Index just past the last complete SSE event in `data`, or 0 if there is none."""
+    return max(data.rfind(b"\n\n") + 2, data.rfind(b"\r\n\r\n") + 4, 0)
+
+
+class SseRelay:
+    """Forwards one upstream SSE body; `run` returns when the stream is over, one way or another."""
+
+    __slots__ = ("_carry", "_clock", "_done", "_encoded", "_ex", "_send")
+
+    def __init__(self, ex: Exchange, send: Send, clock: Any, encoded: bool) -> None:
+        self._ex = ex
+        self._send = send
+        self._clock = clock
+        self._carry = b""
+        self._done = encoded  # a compressed stream is relayed blind: no framing checks
+        self._encoded = encoded
+
+    async def forward(self, chunk: bytes) -> None:
+        if self._encoded:
+            if self._ex.ttft is None:
+                self._ex.ttft = self._clock() - self._ex.started
+            await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+            return
+        data = self._carry + chunk if self._carry else chunk
+        end = _event_end(data)
+        self._carry = data[end:]
+        if len(self._carry) > MAX_EVENT_BYTES:
+            raise ValueError("upstream sent an SSE event larger than 1 MiB")
+        if not end:
+            return
+        events = data[:end] if end < len(data) else data
+        if b"[DONE]" in events:
+            self._done = True
+        if b'"usage"' in events:
+            _observe_usage(events, self._ex)
+        if self._ex.ttft is None:
+            self._ex.ttft = self._clock() - self._ex.started
+        await self._send({"type": "http.response.body", "body": events, "more_body": True})
+
+    async def run(
+        self, first: bytes, rest: AsyncIterator[bytes], idle_s: float, end_at: float
+    ) -> None:
+        """Relay `first`, then `rest`; idle and total deadlines apply between chunks."""
+        loop = asyncio.get_running_loop()
+        try:
+            await self.forward(first)
+            async with asyncio.timeout_at(min(loop.time() + idle_s, end_at)) as deadline:
+                async for chunk in rest:
+                    await self.forward(chunk)
+                    deadline.reschedule(min(loop.time() + idle_s, end_at))
+        except TimeoutError:
+            await self._fail(
+                TIMEOUT, "upstream stream stalled (idle or total timeout)", "upstream_timeout"
+            )
+            return
+        except Exception as exc:  # a cut or malformed stream: report it in-band
+            await self._fail(STREAM_CUT, f"upstream stream broken: {exc}", "upstream_disconnect")
+            return
+        if self._carry or not self._done:
+            await self._fail(STREAM_CUT, "upstream ended the stream early", "upstream_disconnect")
+            return
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _fail(self, outcome: str, message: str, code: str) -> None:
+        self._ex.outcome = outcome
+        # Held-back partial events were never sent, so the client's framing is intact here.
+        event = sse_error(message, "upstream_error", code)
+        await self._send({"type": "http.response.body", "body": event, "more_body": False})
+
+
+def _observe_usage(events: bytes, ex: Exchange) -> None:
+    for line in events.split(b"\n"):
+        if line.startswith(b"data:") and b'"usage"' in line:
+            observe_usage_json(line[5:], ex)
+
+
+def observe_usage_json(body: bytes, ex: Exchange) -> None:
+    """Copy `usage` token counts from one JSON object into `ex`; ignore anything malformed."""
+    try:
+        usage = orjson.loads(body).get("usage")
+        ex.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        ex.completion_tokens = int(usage.get("completion_tokens") or 0)
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        pass

@@ -1,0 +1,134 @@
+"""Test harness: real processes on free loopback ports (mock upstreams, gateways, redis-server).
+
+Every process is started by PID and stopped by PID in teardown; nothing shared is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Mock:
+    """A running `gateway mock-upstream`."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, model: str) -> None:
+        self.proc, self.port, self.model = proc, port, model
+        self.url = f"http://127.0.0.1:{port}/v1"
+
+    def stats(self) -> dict[str, Any]:
+        return dict(httpx.get(f"http://127.0.0.1:{self.port}/mock/stats").json())
+
+    def reset(self) -> None:
+        httpx.post(f"http://127.0.0.1:{self.port}/mock/reset")
+
+    def configure(self, **knobs: Any) -> None:
+        httpx.post(f"http://127.0.0.1:{self.port}/mock/config", json=knobs).raise_for_status()
+
+
+@contextmanager
+def mock_upstream(model: str, *args: str, log_dir: Path) -> Iterator[Mock]:
+    port = free_port()
+    cmd = [PY, "-m", "gateway", "mock-upstream", "--port", str(port), "--model", model, *args]
+    with open(log_dir / f"mock-{port}.log", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models", proc=proc)
+        yield Mock(proc, port, model)
+    finally:
+        stop(proc)
+
+
+class Gateway:
+    """A running `gateway serve` on a generated config."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path, config: Path) -> None:
+        self.proc, self.port, self.log_path, self.config_path = proc, port, log, config
+        self.base = f"http://127.0.0.1:{port}"
+        self.url = f"{self.base}/v1"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def gateway(
+    config: dict[str, Any], tmp: Path, env: dict[str, str] | None = None
+) -> Iterator[Gateway]:
+    port = free_port()
+    config = {**config, "listen": {"host": "127.0.0.1", "port": port}}
+    path = tmp / f"gateway-{port}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log_path = tmp / f"gateway-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [PY, "-m", "gateway", "serve", "--config", str(path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc=proc)
+        yield Gateway(proc, port, log_path, path)
+    finally:
+        stop(proc)
+
+
+def version(url: str, model: str, **extra: Any) -> dict[str, Any]:
+    return {"upstream": {"url": url, "model": model}, **extra}
+
+
+def require_binary(name: str) -> str:
+    """The path of `name`; under CI a missing binary fails the run instead of skipping."""
+    import pytest
+
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is required in CI but is not installed")
+        pytest.skip(f"{name} not installed")
+    return path
