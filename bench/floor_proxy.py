@@ -63,8 +63,14 @@ def main() -> None:
     args = parser.parse_args()
     STATE["upstream"] = args.upstream.rstrip("/")
     uvicorn.run(
-        app, host=args.host, port=args.port, loop="uvloop", http="httptools",
-        access_log=False, log_level="warning", lifespan="on",
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
     )
 
 

@@ -67,8 +67,11 @@ class Procs:
         log = self.out_dir / f"{name}.log"
         with log.open("wb") as sink:
             proc = subprocess.Popen(
-                ["taskset", "-c", core, *argv], stdout=sink, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, cwd=ROOT,
+                ["taskset", "-c", core, *argv],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
             )
         server = Server(name, port, proc, log)
         self.servers.append(server)
@@ -188,8 +191,17 @@ def parse_wrk(text: str) -> WrkResult:
 def run_wrk(url: str, connections: int, duration_s: int, model: str) -> WrkResult:
     """``wrk -t1 -cN -dDs --latency`` with bench/post.lua, pinned to the load core."""
     cmd = [
-        "taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration_s}s",
-        "--latency", "-s", str(BENCH / "post.lua"), url,
+        "taskset",
+        "-c",
+        LOAD_CORE,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration_s}s",
+        "--latency",
+        "-s",
+        str(BENCH / "post.lua"),
+        url,
     ]
     env = {**os.environ, "WRK_MODEL": model}
     out = subprocess.run(

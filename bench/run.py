@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -46,11 +45,10 @@ from lib import (
     wait_http,
     wait_tcp,
 )
+from report import TARGETS, Medians, derive, medians, summarize_ttfb, table_lines, ttfb_lines
 
-TARGETS = ("direct", "floor", "gateway")
 UPSTREAM_MODEL = "m1"
 PUBLIC_MODEL = "chat"
-METRICS = ("rps", "p50_ms", "p99_ms")
 
 
 @dataclass
@@ -99,15 +97,31 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 
 def chat_body(model: str, stream: bool = False) -> bytes:
-    body = {"model": model, "messages": [{"role": "user", "content": "Say hello."}],
-            "max_tokens": 16, "stream": stream}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "max_tokens": 16,
+        "stream": stream,
+    }
     return json.dumps(body).encode()
 
 
 def start_mock(procs: Procs, latency_ms: int) -> Server:
     port = free_port()
-    argv = [sys.executable, "-m", "gateway", "mock-upstream", "--port", str(port),
-            "--latency-ms", str(latency_ms), "--chunks", "8", "--model", UPSTREAM_MODEL]
+    argv = [
+        sys.executable,
+        "-m",
+        "gateway",
+        "mock-upstream",
+        "--port",
+        str(port),
+        "--latency-ms",
+        str(latency_ms),
+        "--chunks",
+        "8",
+        "--model",
+        UPSTREAM_MODEL,
+    ]
     server = procs.start(f"mock-{latency_ms}ms", argv, LOAD_CORE, port)
     wait_http(server, "/v1/models")
     return server
@@ -115,8 +129,14 @@ def start_mock(procs: Procs, latency_ms: int) -> Server:
 
 def start_floor(procs: Procs, upstream: Server, tag: str) -> Server:
     port = free_port()
-    argv = [sys.executable, str(BENCH / "floor_proxy.py"), "--port", str(port),
-            "--upstream", upstream.base]
+    argv = [
+        sys.executable,
+        str(BENCH / "floor_proxy.py"),
+        "--port",
+        str(port),
+        "--upstream",
+        upstream.base,
+    ]
     server = procs.start(f"floor-{tag}", argv, PROXY_CORE, port)
     wait_tcp(server)
     return server
@@ -170,12 +190,23 @@ def measure(target: Target, conns: int, latency: int, rep: int, plan: Plan) -> d
     target.server.check_alive()
     run_wrk(target.url, conns, plan.warmup_s, target.model)  # warm-up, discarded
     result = run_wrk(target.url, conns, plan.duration_s, target.model)
-    sample = {"repeat": rep, "target": target.name, "latency_ms": latency,
-              "connections": conns, **asdict(result)}
-    flag = f"  !! non2xx={result.non2xx} sockerr={result.socket_errors}" if (
-        result.non2xx or result.socket_errors) else ""
-    print(f"  r{rep} {latency:>2}ms c{conns:<2} {target.name:<8} {result.rps:>9.0f} rps"
-          f"  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms{flag}", flush=True)
+    sample = {
+        "repeat": rep,
+        "target": target.name,
+        "latency_ms": latency,
+        "connections": conns,
+        **asdict(result),
+    }
+    flag = (
+        f"  !! non2xx={result.non2xx} sockerr={result.socket_errors}"
+        if (result.non2xx or result.socket_errors)
+        else ""
+    )
+    print(
+        f"  r{rep} {latency:>2}ms c{conns:<2} {target.name:<8} {result.rps:>9.0f} rps"
+        f"  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms{flag}",
+        flush=True,
+    )
     return sample
 
 
@@ -187,8 +218,9 @@ def ttfb_round(targets: dict[str, Target], rep: int, plan: Plan) -> list[dict[st
         samples = measure_ttfb(target.server.port, body, plan.ttfb_requests)
         p50, p99 = percentile(samples, 50), percentile(samples, 99)
         print(f"  r{rep} ttfb {name:<8} p50 {p50:6.3f} ms  p99 {p99:6.3f} ms", flush=True)
-        out.append({"repeat": rep, "target": name, "p50_ms": p50, "p99_ms": p99,
-                    "samples_ms": samples})
+        out.append(
+            {"repeat": rep, "target": name, "p50_ms": p50, "p99_ms": p99, "samples_ms": samples}
+        )
     return out
 
 
@@ -211,9 +243,9 @@ def memory_test(procs: Procs, stacks: dict[int, dict[str, Target]], plan: Plan) 
     try:
         time.sleep(1.0)
         rest = rss_mib(gateway.pid)
-        url, sent, rps, trail = gateway.base + CHAT_PATH, 0, 2000.0, []
-        while sent < plan.mem_requests:
-            seconds = max(1, min(10, round((plan.mem_requests - sent) / rps + 0.5)))
+        url, sent, rps, trail = gateway.base + CHAT_PATH, 0, 0.0, []
+        while sent < plan.mem_requests:  # a 2 s probe, then chunks sized by its rate
+            seconds = max(1, min(10, int((plan.mem_requests - sent) / rps))) if rps else 2
             result = run_wrk(url, 16, seconds, PUBLIC_MODEL)
             sent, rps = sent + result.requests, max(result.rps, 100.0)
             trail.append({"requests": sent, "rss_mib": rss_mib(gateway.pid)})
@@ -221,29 +253,48 @@ def memory_test(procs: Procs, stacks: dict[int, dict[str, Target]], plan: Plan) 
         after = rss_mib(gateway.pid)
     finally:
         procs.stop(gateway)
-    print(f"memory: rest {rest:.1f} MiB -> {after:.1f} MiB after {sent} requests "
-          f"({(after - rest) / rest * 100:+.1f}%)", flush=True)
-    return {"rest_mib": rest, "after_mib": after, "wrk_requests": sent,
-            "gateway_requests_total": counted, "change_pct": (after - rest) / rest * 100,
-            "trail": trail}
+    print(
+        f"memory: rest {rest:.1f} MiB -> {after:.1f} MiB after {sent} requests "
+        f"({(after - rest) / rest * 100:+.1f}%)",
+        flush=True,
+    )
+    return {
+        "rest_mib": rest,
+        "after_mib": after,
+        "wrk_requests": sent,
+        "gateway_requests_total": counted,
+        "change_pct": (after - rest) / rest * 100,
+        "trail": trail,
+    }
 
 
-def report(med: dict[Any, dict[str, float]], derived: list[dict[str, Any]],
-           ttfb: dict[str, dict[str, float]], memory: dict[str, Any], plan: Plan) -> None:
-    print(f"\nMedians of {plan.repeats} repeat(s), wrk -t1 -d{plan.duration_s}s "
-          "(rps; p50/p99 in ms)\n")
+def report(
+    med: Medians,
+    derived: list[dict[str, Any]],
+    ttfb: dict[str, dict[str, float]],
+    memory: dict[str, Any],
+    plan: Plan,
+) -> None:
+    print(
+        f"\nMedians of {plan.repeats} repeat(s), wrk -t1 -d{plan.duration_s}s "
+        "(rps; p50/p99 in ms)\n"
+    )
     print("```markdown")
     print("\n".join(table_lines(med, derived)))
     print()
     print("\n".join(ttfb_lines(ttfb)))
     print()
-    print(f"Gateway RSS: {memory['rest_mib']:.1f} MiB at rest → {memory['after_mib']:.1f} MiB "
-          f"after {memory['wrk_requests']} requests ({memory['change_pct']:+.1f}%)")
+    print(
+        f"Gateway RSS: {memory['rest_mib']:.1f} MiB at rest → {memory['after_mib']:.1f} MiB "
+        f"after {memory['wrk_requests']} requests ({memory['change_pct']:+.1f}%)"
+    )
     print("```")
     for row in derived:
         if row["connections"] >= 16 and row["gateway_over_floor_rps"] < 0.70:
-            print(f"BELOW TARGET: gateway/floor {row['gateway_over_floor_rps']:.2f} < 0.70 at "
-                  f"{row['latency_ms']} ms, {row['connections']} conns")
+            print(
+                f"BELOW TARGET: gateway/floor {row['gateway_over_floor_rps']:.2f} < 0.70 at "
+                f"{row['latency_ms']} ms, {row['connections']} conns"
+            )
 
 
 def machine_notes() -> dict[str, Any]:
@@ -251,7 +302,8 @@ def machine_notes() -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join([sys.executable, *sys.argv]),
-        "cpus": os.cpu_count(), "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
         "python": platform.python_version(),
         "wrk": (wrk.stdout or wrk.stderr).splitlines()[0] if (wrk.stdout or wrk.stderr) else "",
         "pinning": {"proxy_under_test": PROXY_CORE, "mocks_wrk_harness": LOAD_CORE},
@@ -284,16 +336,23 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         procs.stop_all()
     med = medians(samples)
-    derived = derive(med, plan)
+    derived = derive(med, plan.latencies, plan.connections)
     ttfb = summarize_ttfb(ttfb_raw)
     report(med, derived, ttfb, memory, plan)
-    write_json(args.out, {
-        "meta": {**machine_notes(), "plan": asdict(plan)},
-        "samples": samples,
-        "medians": [{"latency_ms": k[0], "connections": k[1], "target": k[2], **v}
-                    for k, v in sorted(med.items())],
-        "derived": derived, "ttfb": {"summary": ttfb, "raw": ttfb_raw}, "memory": memory,
-    })
+    write_json(
+        args.out,
+        {
+            "meta": {**machine_notes(), "plan": asdict(plan)},
+            "samples": samples,
+            "medians": [
+                {"latency_ms": k[0], "connections": k[1], "target": k[2], **v}
+                for k, v in sorted(med.items())
+            ],
+            "derived": derived,
+            "ttfb": {"summary": ttfb, "raw": ttfb_raw},
+            "memory": memory,
+        },
+    )
     return 0
 
 

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.api import ProxyEndpoint
 from gateway.config import GatewayConfig
-from gateway.errors import GatewayError, NotFound
+from gateway.errors import GatewayError
 from gateway.forward import Forwarder
 from gateway.observability import Metrics
 from gateway.registry import PROXY_PATHS
@@ -106,13 +106,8 @@ def _web(gateway: Gateway, lifespan: Any) -> FastAPI:
 
     @web.get("/v1/models/{model_id:path}", summary="One model (`chat`) or one version (`chat@v1`)")
     async def get_model(model_id: str) -> JSONResponse:
-        registry = gateway.runtime.registry
         name, sep, ref = model_id.partition("@")
-        model = registry.models.get(name)
-        if model is None:
-            raise NotFound(
-                f"model {model_id!r} does not exist (known models: {', '.join(sorted(registry.models))})"
-            )
+        model = gateway.runtime.registry.model(name)
         if not sep:
             return JSONResponse(model.describe())
         version = model.version(ref)

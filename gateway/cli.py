@@ -206,8 +206,9 @@ Gateway demo on {base} — try, in another terminal:
   curl -s {base}/v1/models | python3 -m json.tool
   curl -si {base}/v1/chat/completions -H 'content-type: application/json' \\
        -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "hi"}}]}}'
-  curl -sN {base}/v1/chat/completions -H 'content-type: application/json' -H 'x-gateway-version: v2' \\
-       -d '{{"model": "{model}", "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'
+  curl -sN {base}/v1/chat/completions -H 'content-type: application/json' \\
+       -H 'x-gateway-version: v2' \\
+       -d '{{"model": "{model}", "stream": true, "messages": [{{"role": "user", "content": "x"}}]}}'
   curl -s {base}/metrics | grep gateway_requests
 
 Press Ctrl-C to stop.

@@ -59,11 +59,6 @@ class ModelNotFound(ClientError):
     code = "model_not_found"
 
 
-class NotFound(ClientError):
-    status = 404
-    code = "not_found"
-
-
 class PayloadTooLarge(ClientError):
     status = 413
     code = "request_too_large"

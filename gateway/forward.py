@@ -120,18 +120,18 @@ async def _relay(
 
 
 async def _read_all(first: bytes, chunks: AsyncIterator[bytes], idle_s: float, limit: int) -> bytes:
-    parts = [first]
-    size = len(first)
+    parts: list[bytes] = []
+    size = 0
+    chunk: bytes | None = first
     try:
-        while True:
-            async with asyncio.timeout(idle_s):
-                chunk = await anext(chunks, None)
-            if chunk is None:
-                return b"".join(parts)
+        while chunk is not None:
             size += len(chunk)
             if size > limit:
                 raise UpstreamError(f"upstream answer larger than {limit} bytes")
             parts.append(chunk)
+            async with asyncio.timeout(idle_s):
+                chunk = await anext(chunks, None)
+        return b"".join(parts)
     except TimeoutError:
         raise UpstreamTimeout(f"upstream answer stalled for {idle_s:g}s") from None
 

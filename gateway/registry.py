@@ -45,7 +45,7 @@ class VersionEntry:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A resolved request: the model, and the version it is pinned to (or None: let routing pick)."""
+    """A resolved request: the model, and its pinned version (None: routing picks)."""
 
     model: ModelEntry
     pinned: VersionEntry | None
@@ -95,13 +95,17 @@ class Registry:
     def build(cls, cfg: GatewayConfig, environ: Mapping[str, str]) -> Registry:
         return cls({name: _model_entry(name, m, environ) for name, m in cfg.models.items()})
 
-    def resolve(self, requested: str, header_pin: str | None) -> Target:
-        name, sep, ref = requested.partition("@")
+    def model(self, name: str) -> ModelEntry:
+        """A model by public name; 404 listing the known models if unknown."""
         model = self.models.get(name)
         if model is None:
-            raise ModelNotFound(
-                f"model {requested!r} does not exist (known models: {', '.join(sorted(self.models))})"
-            )
+            known = ", ".join(sorted(self.models))
+            raise ModelNotFound(f"model {name!r} does not exist (known models: {known})")
+        return model
+
+    def resolve(self, requested: str, header_pin: str | None) -> Target:
+        name, sep, ref = requested.partition("@")
+        model = self.model(name)
         if sep and header_pin is not None and model.version(ref) is not model.version(header_pin):
             raise BadRequest(
                 f"conflicting pins: model {requested!r} and x-gateway-version {header_pin!r}"
@@ -136,7 +140,7 @@ def _model_entry(name: str, model: Model, environ: Mapping[str, str]) -> ModelEn
 
 
 def _epoch(created: Any) -> int:
-    """OpenAI's `created` is a Unix time; take it from the lineage `created` date if there is one."""
+    """OpenAI's `created` is a Unix time: take it from the lineage `created` date, if any."""
     if isinstance(created, int | float) and not isinstance(created, bool):
         return int(created)
     if isinstance(created, str):

@@ -32,7 +32,8 @@ def sse_error(message: str, type_: str, code: str) -> bytes:
 
 def _event_end(data: bytes) -> int:
     """Index just past the last complete SSE event in `data`, or 0 if there is none."""
-    return max(data.rfind(b"\n\n") + 2, data.rfind(b"\r\n\r\n") + 4, 0)
+    lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
 
 
 class SseRelay:

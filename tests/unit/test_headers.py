@@ -1,0 +1,63 @@
+"""Header hygiene in both directions."""
+
+from __future__ import annotations
+
+from gateway.headers import to_client, to_upstream
+
+
+def test_to_upstream_drops_hop_by_hop_credentials_and_forwarding() -> None:
+    client = [
+        (b"content-type", b"application/json"),
+        (b"authorization", b"Bearer client"),
+        (b"x-api-key", b"client"),
+        (b"connection", b"keep-alive, X-Secret-Hop"),
+        (b"x-secret-hop", b"1"),
+        (b"te", b"trailers"),
+        (b"upgrade", b"h2c"),
+        (b"proxy-authorization", b"x"),
+        (b"host", b"evil"),
+        (b"content-length", b"5"),
+        (b"x-forwarded-for", b"1.2.3.4"),
+        (b"x-gateway-version", b"v2"),
+        (b"x-gateway-anything", b"1"),
+        (b"cookie", b"a=b"),
+        (b"user-agent", b"OpenAI/Python"),
+        (b"x-session-id", b"s1"),
+    ]
+    out = dict(to_upstream(client, "sk-up", "rid", b"gzip"))
+    assert out == {
+        "content-type": "application/json",
+        "user-agent": "OpenAI/Python",
+        "x-session-id": "s1",
+        "accept-encoding": "gzip",
+        "x-request-id": "rid",
+        "authorization": "Bearer sk-up",
+    }
+
+
+def test_to_upstream_without_key_or_encoding() -> None:
+    out = dict(to_upstream([], None, "rid", None))
+    assert out == {"accept-encoding": "identity", "x-request-id": "rid"}
+
+
+def test_to_client_allow_list() -> None:
+    upstream = [
+        (b"Content-Type", b"text/event-stream"),
+        (b"set-cookie", b"a=b"),
+        (b"authorization", b"x"),
+        (b"x-goog-api-key", b"k"),
+        (b"connection", b"close"),
+        (b"keep-alive", b"5"),
+        (b"transfer-encoding", b"chunked"),
+        (b"content-length", b"10"),
+        (b"x-request-id", b"up-1"),
+        (b"openai-processing-ms", b"12"),
+        (b"retry-after", b"3"),
+        (b"server", b"vllm"),
+    ]
+    assert to_client(upstream) == [
+        (b"content-type", b"text/event-stream"),
+        (b"x-upstream-request-id", b"up-1"),
+        (b"openai-processing-ms", b"12"),
+        (b"retry-after", b"3"),
+    ]

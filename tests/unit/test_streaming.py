@@ -1,0 +1,106 @@
+"""The SSE relay: bytes pass unchanged, framing survives cuts, failures end with an error event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gateway.exchange import STREAM_CUT, SUCCESS, TIMEOUT, Exchange
+from gateway.streaming import SseRelay, sse_error
+
+EVENT = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
+DONE = b"data: [DONE]\n\n"
+USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}\n\n'
+
+
+async def gen(*chunks: bytes, stall: float = 0.0) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+    if stall:
+        await asyncio.sleep(stall)
+
+
+async def relay(
+    first: bytes, rest: AsyncIterator[bytes], encoded: bool = False, idle: float = 5.0
+) -> tuple[Exchange, list[dict[str, Any]]]:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    loop = asyncio.get_running_loop()
+    ex = Exchange("rid", "/v1/chat/completions", loop.time())
+    await SseRelay(ex, send, loop.time, encoded).run(first, rest, idle, loop.time() + 60)
+    return ex, sent
+
+
+def body(sent: list[dict[str, Any]]) -> bytes:
+    assert sent[-1]["more_body"] is False and all(m["more_body"] for m in sent[:-1])
+    return b"".join(m["body"] for m in sent)
+
+
+async def test_healthy_stream_is_relayed_byte_for_byte() -> None:
+    ex, sent = await relay(EVENT, gen(EVENT, USAGE, DONE))
+    assert body(sent) == EVENT * 2 + USAGE + DONE
+    assert len(sent) == 5  # each chunk forwarded as it came, then the end
+    assert ex.outcome == SUCCESS and ex.ttft is not None
+    assert (ex.prompt_tokens, ex.completion_tokens) == (7, 3)
+
+
+async def test_partial_events_are_held_until_complete() -> None:
+    half = len(EVENT) // 2
+    ex, sent = await relay(EVENT[:half], gen(EVENT[half:] + EVENT[:3], EVENT[3:] + DONE))
+    assert body(sent) == EVENT * 2 + DONE
+    assert ex.outcome == SUCCESS
+
+
+async def test_end_without_done_adds_an_error_event() -> None:
+    ex, sent = await relay(EVENT, gen(EVENT))
+    data = body(sent)
+    assert data.startswith(EVENT * 2)
+    error = json.loads(data[len(EVENT) * 2 :].removeprefix(b"data: "))
+    assert error["error"]["code"] == "upstream_disconnect"
+    assert ex.outcome == STREAM_CUT
+
+
+async def test_cut_mid_event_never_sends_the_half_event() -> None:
+    ex, sent = await relay(EVENT, gen(EVENT[:10]))
+    data = body(sent)
+    assert data == EVENT + sse_error(
+        "upstream ended the stream early", "upstream_error", "upstream_disconnect"
+    )
+    assert ex.outcome == STREAM_CUT
+
+
+async def test_broken_upstream_ends_with_an_error_event() -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield EVENT
+        raise ConnectionResetError("reset")
+
+    ex, sent = await relay(EVENT, broken())
+    assert b'"upstream_disconnect"' in sent[-1]["body"] and ex.outcome == STREAM_CUT
+
+
+async def test_idle_stall_times_out_with_an_error_event() -> None:
+    ex, sent = await relay(EVENT, gen(EVENT, stall=1.0), idle=0.05)
+    assert b'"upstream_timeout"' in sent[-1]["body"]
+    assert ex.outcome == TIMEOUT
+
+
+async def test_oversized_event_is_refused() -> None:
+    ex, sent = await relay(b"data: " + b"x" * (1 << 20), gen(b"x" * 100))
+    assert ex.outcome == STREAM_CUT and b"larger than 1 MiB" in sent[-1]["body"]
+
+
+async def test_compressed_stream_is_relayed_blind() -> None:
+    ex, sent = await relay(b"\x1f\x8b\x08", gen(b"\x00\x01"), encoded=True)
+    assert body(sent) == b"\x1f\x8b\x08\x00\x01" and ex.outcome == SUCCESS
+
+
+async def test_crlf_framed_events_and_chunks_without_any_boundary() -> None:
+    crlf = EVENT.replace(b"\n", b"\r\n")
+    ex, sent = await relay(b"da", gen(b"ta: {}", crlf[4:], DONE))
+    assert body(sent) == b"data: {}" + crlf[4:] + DONE
+    assert ex.outcome == SUCCESS
