@@ -8,7 +8,7 @@ version (client errors and cancellations never do).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 SUCCESS = "success"
@@ -36,6 +36,21 @@ VERSION_FAILURES = frozenset({UPSTREAM_ERROR, TIMEOUT, CONNECT_ERROR, STREAM_CUT
 
 
 @dataclass(slots=True)
+class Attempt:
+    """One upstream call made for a request: what the version itself did (its health record)."""
+
+    version: str
+    started: float
+    stream: bool
+    outcome: str = SUCCESS
+    status: int = 0
+    ttft: float | None = None  # seconds from sending to the first upstream byte
+    duration: float = 0.0  # seconds from sending to the end of the upstream answer
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(slots=True)
 class Exchange:
     request_id: str
     path: str
@@ -51,6 +66,7 @@ class Exchange:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     routing_reason: str = ""
+    attempts: list[Attempt] = field(default_factory=list)
 
 
 class Recorder(Protocol):

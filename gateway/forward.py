@@ -18,7 +18,15 @@ import orjson
 
 from gateway.config.schema import Limits, Timeouts
 from gateway.errors import UpstreamError, UpstreamTimeout
-from gateway.exchange import CLIENT_ERROR, RATE_LIMITED, SUCCESS, UPSTREAM_ERROR, Exchange
+from gateway.exchange import (
+    CLIENT_CANCEL,
+    CLIENT_ERROR,
+    RATE_LIMITED,
+    SUCCESS,
+    UPSTREAM_ERROR,
+    Attempt,
+    Exchange,
+)
 from gateway.headers import to_client, to_upstream
 from gateway.registry import VersionEntry
 from gateway.streaming import SseRelay, observe_usage_json
@@ -52,27 +60,41 @@ class Forwarder:
         """Serve `ex` from `version`, or raise `UpstreamError` with nothing sent to the client."""
         loop = asyncio.get_running_loop()
         ex.version = version.id
+        attempt = Attempt(version.id, loop.time(), ex.stream)
+        ex.attempts.append(attempt)
         payload["model"] = version.upstream_model
         accept = next((v for k, v in client_headers if k == b"accept-encoding"), None)
         headers = to_upstream(client_headers, version.api_key, ex.request_id, accept)
-        end_at = loop.time() + timeouts.total_s
-        sent_at = loop.time()
+        end_at = attempt.started + timeouts.total_s
         resp: UpstreamResponse | None = None
         finished = False
         try:
-            async with asyncio.timeout_at(min(sent_at + timeouts.ttft_s, end_at)):
+            async with asyncio.timeout_at(min(attempt.started + timeouts.ttft_s, end_at)):
                 assert self.transport is not None, "the app's lifespan opens the transport"
                 resp = await self.transport.post(
                     version.urls[ex.path], headers, orjson.dumps(payload), timeouts.connect_s
                 )
                 chunks = resp.chunks()
                 first = await anext(chunks, b"")
-            ex.upstream_wait = loop.time() - sent_at
+            attempt.ttft = ex.upstream_wait = loop.time() - attempt.started
             await _relay(ex, version, resp, first, chunks, send, timeouts, end_at, limits)
             finished = True
         except TimeoutError:
-            raise UpstreamTimeout(f"upstream gave no answer within {timeouts.ttft_s:g}s") from None
+            err = UpstreamTimeout(f"upstream gave no answer within {timeouts.ttft_s:g}s")
+            attempt.outcome = err.outcome
+            raise err from None
+        except UpstreamError as err:
+            attempt.outcome = err.outcome
+            raise
+        except asyncio.CancelledError:
+            attempt.outcome = CLIENT_CANCEL
+            raise
         finally:
+            attempt.duration = loop.time() - attempt.started
+            if finished:
+                attempt.outcome, attempt.status = ex.outcome, ex.status
+                attempt.prompt_tokens = ex.prompt_tokens
+                attempt.completion_tokens = ex.completion_tokens
             if resp is not None:
                 resp.release() if finished else resp.close()
 
