@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
+from gateway.admin import admin_router
 from gateway.api import ProxyEndpoint
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
@@ -69,6 +70,7 @@ def create_app(
     env = os.environ if environ is None else environ
     gateway = Gateway(Runtime.build(cfg, Metrics(), env), Forwarder(None))
     gateway.swap(gateway.runtime)
+    admin_token = env.get(cfg.admin.token_env, "") if cfg.admin.token_env else ""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -80,7 +82,10 @@ def create_app(
             gateway.ready = False
             await gateway.forwarder.close()
 
-    return GatewayApp(gateway, _web(gateway, lifespan), rng or Random())
+    web = _web(gateway, lifespan)
+    if admin_token:
+        web.include_router(admin_router(admin_token, gateway))
+    return GatewayApp(gateway, web, rng or Random())
 
 
 def _web(gateway: Gateway, lifespan: Any) -> FastAPI:

@@ -41,6 +41,17 @@ class Store(Strict):
     redis_url: str = "redis://127.0.0.1:6379/0"
 
 
+class Admin(Strict):
+    token_env: str | None = None  # env var holding the admin bearer token; unset = no admin API
+
+    @field_validator("token_env")
+    @classmethod
+    def _env(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_RE.match(value):
+            raise ValueError(f"token_env must be an environment variable name, got {value!r}")
+        return value
+
+
 class Limits(Strict):
     max_body_bytes: int = Field(DEFAULT_MAX_BODY, ge=1024, le=1 << 30)
     max_response_bytes: int = Field(16 << 20, ge=1024, le=1 << 30)
@@ -110,6 +121,7 @@ class GatewayConfig(Strict):
     listen: Listen = Listen()
     store: Store = Store()
     limits: Limits = Limits()
+    admin: Admin = Admin()
     models: dict[str, Model] = Field(min_length=1)
 
 

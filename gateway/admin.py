@@ -1,0 +1,48 @@
+"""The admin API under /admin: its own bearer token, never open by default.
+
+Owns the admin token check (constant-time compare; missing, wrong and malformed tokens are all a
+plain 401 that never echoes what was sent) and the admin router. With no `admin.token_env`
+configured (or the variable empty) the admin API is not mounted at all. Every admin route is
+registered on `router`, whose dependency enforces the token, so no route can skip it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from gateway.errors import GatewayError
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_admin_token"
+    outcome = "client_error"
+
+
+def admin_guard(token: str) -> Callable[[Request], None]:
+    """A FastAPI dependency that admits only `Authorization: Bearer <token>`."""
+    expected = f"Bearer {token}".encode()
+
+    def check(request: Request) -> None:
+        given = request.headers.get("authorization", "").encode("latin-1", "replace")
+        if not hmac.compare_digest(given, expected):
+            raise Unauthorized("admin token missing or invalid")
+
+    return check
+
+
+def admin_router(token: str, gateway: Any) -> APIRouter:
+    """All admin routes, behind the token guard."""
+    router = APIRouter(prefix="/admin", dependencies=[Depends(admin_guard(token))], tags=["admin"])
+
+    @router.get("/models", summary="Models with versions, metadata, aliases and current weights")
+    async def models() -> JSONResponse:
+        return JSONResponse(gateway.runtime.registry.describe())
+
+    return router
