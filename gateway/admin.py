@@ -37,12 +37,32 @@ def admin_guard(token: str) -> Callable[[Request], None]:
     return check
 
 
-def admin_router(token: str, gateway: Any) -> APIRouter:
+def admin_router(token: str, gateway: Any, reloader: Any) -> APIRouter:
     """All admin routes, behind the token guard."""
     router = APIRouter(prefix="/admin", dependencies=[Depends(admin_guard(token))], tags=["admin"])
 
     @router.get("/models", summary="Models with versions, metadata, aliases and current weights")
     async def models() -> JSONResponse:
         return JSONResponse(gateway.runtime.registry.describe())
+
+    @router.post("/reload", summary="Re-read the config file: 200 with the new revision, or 422")
+    async def reload() -> JSONResponse:
+        if reloader is None:
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": "no config file to reload",
+                        "type": "invalid_request_error",
+                        "code": "no_config_file",
+                    }
+                },
+                status_code=409,
+            )
+        result = reloader.reload()
+        if not result.ok:
+            return JSONResponse(
+                {"revision": result.revision, "problems": list(result.problems)}, status_code=422
+            )
+        return JSONResponse({"revision": result.revision, "notes": list(result.notes)})
 
     return router

@@ -1,27 +1,35 @@
 """The OpenAI-compatible data plane: POST /v1/chat/completions, /v1/completions, /v1/embeddings.
 
-A pure ASGI endpoint (no framework on the hot path). Per request: read the body once under the
-size limit → parse it → resolve model/alias/pin → decide (the policy's route plan) → do (the
-forwarder) → record. A watcher on `receive` turns a client disconnect into cancellation of the
-upstream call. Errors before the first byte become OpenAI-shaped responses with the right status.
+A pure ASGI endpoint (no framework on the hot path). Per request: admit (global in-flight cap) →
+read the body once under the size limit → parse → resolve model/alias/pin → decide (the policy's
+plan, the fallback order, version health) → do (`PlanRunner`: attempts, retries) → record. A
+watcher on `receive` turns a client disconnect into cancellation of the upstream call; the drain
+deadline cancels the same way and ends a started stream with a `server_shutdown` error event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 from random import Random
 from typing import Any
 
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.errors import BadRequest, ClientDisconnected, GatewayError, PayloadTooLarge
+from gateway.attempts import attempt_order
+from gateway.errors import (
+    BadRequest,
+    ClientDisconnected,
+    GatewayError,
+    PayloadTooLarge,
+    Unavailable,
+)
 from gateway.exchange import CLIENT_CANCEL, Exchange
-from gateway.forward import Forwarder
-from gateway.routing import RequestContext, RoutePlan
-from gateway.runtime import Runtime
+from gateway.registry import Target
+from gateway.routing import RequestContext
+from gateway.runtime import Gateway, Runtime
+from gateway.streaming import sse_error
 
 REQUEST_ID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
@@ -29,11 +37,11 @@ REQUEST_ID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW
 class ClientLink:
     """The client side of one request: tracks what was sent and whether the client left."""
 
-    __slots__ = ("_send", "complete", "gone", "started")
+    __slots__ = ("_send", "complete", "gone", "started", "stream")
 
     def __init__(self, send: Send) -> None:
         self._send = send
-        self.started = self.complete = self.gone = False
+        self.started = self.complete = self.gone = self.stream = False
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -51,22 +59,32 @@ class ClientLink:
 
 
 class ProxyEndpoint:
-    def __init__(self, runtime: Callable[[], Runtime], forwarder: Forwarder, rng: Random) -> None:
-        self._runtime = runtime
-        self._forwarder = forwarder
+    def __init__(self, gateway: Gateway, rng: Random) -> None:
+        self._gw = gateway
         self._rng = rng
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rt = self._runtime()  # one config snapshot for the whole request
+        gw = self._gw
+        rt = gw.runtime  # one config snapshot for the whole request
         loop = asyncio.get_running_loop()
         headers = dict(scope["headers"])
         ex = Exchange(_request_id(headers.get(b"x-request-id")), scope["path"], loop.time())
         link = ClientLink(send)
-        rt.metrics.inflight.inc()
+        task = asyncio.current_task()
+        assert task is not None
+        gw.inflight += 1
+        gw.tasks.add(task)
         try:
-            await self._serve(rt, scope, receive, link, headers, ex)
+            if gw.inflight > rt.limits.max_inflight:
+                raise Unavailable(
+                    "gateway overloaded: too many requests in flight", code="overloaded"
+                )
+            await self._serve(rt, scope, receive, link, headers, ex, task)
+        except GatewayError as err:
+            await _fail(link, err, ex, rt)
         finally:
-            rt.metrics.inflight.dec()
+            gw.inflight -= 1
+            gw.tasks.discard(task)
             ex.duration = loop.time() - ex.started
             rt.metrics.record(ex)
 
@@ -78,53 +96,70 @@ class ProxyEndpoint:
         link: ClientLink,
         headers: dict[bytes, bytes],
         ex: Exchange,
+        task: asyncio.Task[Any],
     ) -> None:
-        try:
-            body = await _read_body(
-                receive, headers.get(b"content-length"), rt.limits.max_body_bytes
-            )
-            payload = _parse(body)
-            pin = headers.get(b"x-gateway-version")
-            target = rt.registry.resolve(payload["model"], pin.decode("latin-1") if pin else None)
-            model = ex.model = target.model.name
-            ex.stream = payload.get("stream") is True
-            if target.pinned is not None:
-                plan = RoutePlan((target.pinned.id,), "pinned")
-            else:
-                plan = target.model.policy.plan(RequestContext(headers, payload), self._rng)
-            ex.routing_reason = plan.reason
-            version = rt.registry.models[model].versions[plan.versions[0]]
-            await self._guarded(receive, link, ex, version, payload, scope, rt)
-        except GatewayError as err:
-            ex.status, ex.outcome = err.status, err.outcome
-            if not link.started:
-                await _send_error(link, err, ex)
-
-    async def _guarded(
-        self,
-        receive: Receive,
-        link: ClientLink,
-        ex: Exchange,
-        version: Any,
-        payload: dict[str, Any],
-        scope: Scope,
-        rt: Runtime,
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        body = await _read_body(receive, headers.get(b"content-length"), rt.limits.max_body_bytes)
+        payload = _parse(body)
+        pin = headers.get(b"x-gateway-version")
+        target = rt.registry.resolve(payload["model"], pin.decode("latin-1") if pin else None)
+        model = target.model
+        ex.model = model.name
+        ex.stream = link.stream = payload.get("stream") is True
+        order = self._decide(target, headers, payload, ex)
         watcher = asyncio.get_running_loop().create_task(link.watch(receive, task))
         try:
-            model = rt.registry.models[version.model]
-            await self._forwarder.attempt(
-                ex, version, payload, scope["headers"], link.send, model.timeouts, rt.limits
+            await self._gw.runner.run(
+                ex,
+                model,
+                order,
+                target.pinned is not None,
+                payload,
+                scope["headers"],
+                link.send,
+                rt.limits,
             )
         except asyncio.CancelledError:
-            if not link.gone:
+            if not (link.gone or self._gw.shutting_down):
                 raise
             task.uncancel()
-            ex.outcome, ex.status = CLIENT_CANCEL, 499
+            await self._cancelled(link, ex)
         finally:
             watcher.cancel()
+
+    def _decide(
+        self, target: Target, headers: dict[bytes, bytes], payload: dict[str, Any], ex: Exchange
+    ) -> tuple[str, ...]:
+        """The versions to try, in order: a pin alone, or the plan filtered by version health."""
+        if target.pinned is not None:
+            ex.routing_reason = "pinned"
+            return (target.pinned.id,)
+        model = target.model
+        plan = model.policy.plan(RequestContext(headers, payload), self._rng)
+        ex.routing_reason = plan.reason
+        ordered = attempt_order(plan.versions[0], plan.versions, model.fallback)
+        healthy = self._gw.health.order(model.name, ordered, model.ejection)
+        if healthy is None:
+            raise Unavailable(
+                f"every version of {model.name!r} is failing", code="no_healthy_version"
+            )
+        return healthy
+
+    async def _cancelled(self, link: ClientLink, ex: Exchange) -> None:
+        if link.gone:
+            ex.outcome, ex.status = CLIENT_CANCEL, 499
+            return
+        ex.outcome = "shutdown"
+        if not link.started:
+            raise Unavailable("gateway shutting down", code="server_shutdown")
+        if not link.complete:
+            event = sse_error("gateway shutting down", "unavailable", "server_shutdown")
+            await link.send(
+                {
+                    "type": "http.response.body",
+                    "body": event if link.stream else b"",
+                    "more_body": False,
+                }
+            )
 
 
 async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
@@ -169,13 +204,22 @@ def _request_id(given: bytes | None) -> str:
     return os.urandom(12).hex()
 
 
-async def _send_error(link: ClientLink, err: GatewayError, ex: Exchange) -> None:
+async def _fail(link: ClientLink, err: GatewayError, ex: Exchange, rt: Runtime) -> None:
+    """Record `err` and, if nothing was sent yet, answer it in OpenAI's error shape."""
+    ex.status, ex.outcome = err.status, err.outcome
+    if err.status in (413, 503) and err.code:
+        ex.reason = err.code
+    if link.started:
+        return
     body = err.body()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"x-request-id", ex.request_id.encode()),
+        (b"x-gateway-config-revision", rt.revision.encode()),
     ]
+    if isinstance(err, Unavailable):
+        headers.append((b"retry-after", str(err.retry_after).encode()))
     if ex.model is not None:
         headers.append((b"x-gateway-model", ex.model.encode()))
     if ex.version is not None:

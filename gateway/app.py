@@ -7,7 +7,11 @@ publishes the OpenAPI schema. The lifespan owns the one pooled upstream client p
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from random import Random
@@ -25,23 +29,12 @@ from gateway.errors import GatewayError
 from gateway.forward import Forwarder
 from gateway.observability import Metrics
 from gateway.registry import PROXY_PATHS
-from gateway.runtime import Runtime
+from gateway.reload import Reloader
+from gateway.resilience.health import HealthTable
+from gateway.runtime import Gateway, Runtime
 from gateway.upstream import AiohttpTransport, Transport
 
 PROXY_ROUTES = frozenset(f"/v1{p}" for p in PROXY_PATHS)
-
-
-class Gateway:
-    """Process-wide state: the current config snapshot and the upstream forwarder."""
-
-    def __init__(self, runtime: Runtime, forwarder: Forwarder) -> None:
-        self.runtime = runtime
-        self.forwarder = forwarder
-        self.ready = False
-
-    def swap(self, runtime: Runtime) -> None:
-        runtime.metrics.use_registry(runtime.registry)
-        self.runtime = runtime
 
 
 class GatewayApp:
@@ -50,7 +43,7 @@ class GatewayApp:
     def __init__(self, gateway: Gateway, web: FastAPI, rng: Random) -> None:
         self.gateway = gateway
         self.web = web
-        self._proxy = ProxyEndpoint(lambda: gateway.runtime, gateway.forwarder, rng)
+        self._proxy = ProxyEndpoint(gateway, rng)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in PROXY_ROUTES:
@@ -65,27 +58,45 @@ def create_app(
     *,
     rng: Random | None = None,
     transport: Callable[[], Transport] = AiohttpTransport,
+    config_path: str | None = None,
 ) -> GatewayApp:
-    """Build the gateway for a validated config; the transport opens in the lifespan."""
+    """Build the gateway for a validated config; the transport opens in the lifespan.
+
+    With `config_path`, the file is watched and re-read on change, SIGHUP and admin reload.
+    """
     env = os.environ if environ is None else environ
-    gateway = Gateway(Runtime.build(cfg, Metrics(), env), Forwarder(None))
-    gateway.swap(gateway.runtime)
+    rng = rng or Random()
+    health = HealthTable(time.monotonic, Random(rng.random()))
+    gateway = Gateway(Runtime.build(cfg, Metrics(), env), Forwarder(None), health)
+    reloader = Reloader(gateway, config_path, environ) if config_path else None
     admin_token = env.get(cfg.admin.token_env, "") if cfg.admin.token_env else ""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         gateway.forwarder.transport = transport()
+        tasks = _start_reload(reloader)
         gateway.ready = True
         try:
             yield
         finally:
             gateway.ready = False
+            for task in tasks:
+                task.cancel()
             await gateway.forwarder.close()
 
     web = _web(gateway, lifespan)
     if admin_token:
-        web.include_router(admin_router(admin_token, gateway))
-    return GatewayApp(gateway, web, rng or Random())
+        web.include_router(admin_router(admin_token, gateway, reloader))
+    return GatewayApp(gateway, web, rng)
+
+
+def _start_reload(reloader: Reloader | None) -> list[asyncio.Task[None]]:
+    if reloader is None:
+        return []
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
+        loop.add_signal_handler(signal.SIGHUP, reloader.reload)
+    return [loop.create_task(reloader.watch())]
 
 
 def _web(gateway: Gateway, lifespan: Any) -> FastAPI:
@@ -122,10 +133,11 @@ def _web(gateway: Gateway, lifespan: Any) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @web.get("/readyz", summary="Readiness: config loaded and able to route")
+    @web.get("/readyz", summary="Readiness: config loaded, able to route, not draining")
     async def readyz() -> JSONResponse:
-        ready = gateway.ready and bool(gateway.runtime.registry.models)
-        body = {"status": "ready" if ready else "not ready", "revision": gateway.runtime.revision}
+        ready = gateway.ready and not gateway.draining and bool(gateway.runtime.registry.models)
+        status = "draining" if gateway.draining else "ready" if ready else "not ready"
+        body = {"status": status, "revision": gateway.runtime.revision}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @web.get("/metrics", summary="Prometheus metrics")

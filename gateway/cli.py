@@ -101,16 +101,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 1
-    _run(cfg, args.host or cfg.listen.host, args.port if args.port is not None else cfg.listen.port)
+    port = args.port if args.port is not None else cfg.listen.port
+    _run(cfg, args.host or cfg.listen.host, port, config_path=args.config)
     return 0
 
 
-def _run(cfg: GatewayConfig, host: str, port: int) -> None:
-    import uvicorn
-
+def _run(cfg: GatewayConfig, host: str, port: int, config_path: str | None = None) -> None:
     from gateway.app import create_app
+    from gateway.server import serve
 
-    app = create_app(cfg)
+    app = create_app(cfg, config_path=config_path)
     log.info(
         "serving %d model(s) on http://%s:%d (config revision %s, store %s)",
         len(cfg.models),
@@ -119,17 +119,7 @@ def _run(cfg: GatewayConfig, host: str, port: int) -> None:
         app.gateway.runtime.revision,
         cfg.store.backend,
     )
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        server_header=False,
-        log_level="info",
-    )
+    serve(app, host, port, cfg.drain)
 
 
 def cmd_mock(args: argparse.Namespace) -> int:

@@ -86,6 +86,24 @@ class UpstreamConnectError(UpstreamError):
     outcome = "connect_error"
 
 
+class UpstreamReset(UpstreamError):
+    """The connection broke before any answer (reset, closed, or headers with an empty body)."""
+
+    code = "upstream_reset"
+
+
+class UpstreamStatus(UpstreamError):
+    """A retryable error status (5xx, 429) that was not relayed because another try follows."""
+
+    code = "upstream_status"
+
+    def __init__(self, status: int, retry_after: float | None) -> None:
+        super().__init__(f"upstream answered {status}")
+        self.upstream_status = status
+        self.retry_after = retry_after
+        self.outcome = "rate_limited" if status == 429 else "upstream_error"
+
+
 class UpstreamTimeout(UpstreamError):
     status = 504
     type = "timeout"
@@ -99,3 +117,7 @@ class Unavailable(GatewayError):
     status = 503
     type = "unavailable"
     code = "unavailable"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after

@@ -11,13 +11,13 @@ returned to the pool (answer fully read) or closed (anything else, including can
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import orjson
 
 from gateway.config.schema import Limits, Timeouts
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import UpstreamError, UpstreamReset, UpstreamStatus, UpstreamTimeout
 from gateway.exchange import (
     CLIENT_CANCEL,
     CLIENT_ERROR,
@@ -33,6 +33,7 @@ from gateway.streaming import SseRelay, observe_usage_json
 from gateway.upstream import Transport, UpstreamResponse
 
 Send = Any
+Hold = Callable[[int, float | None], bool]
 USAGE_PARSE_LIMIT = 256 << 10
 
 
@@ -56,8 +57,13 @@ class Forwarder:
         send: Send,
         timeouts: Timeouts,
         limits: Limits,
+        hold: Hold | None = None,
     ) -> None:
-        """Serve `ex` from `version`, or raise `UpstreamError` with nothing sent to the client."""
+        """Serve `ex` from `version`, or raise `UpstreamError` with nothing sent to the client.
+
+        `hold(status, retry_after)` says whether a 5xx/429 answer should be held back (raised as
+        `UpstreamStatus`) because another version will be tried; otherwise it is relayed.
+        """
         loop = asyncio.get_running_loop()
         ex.version = version.id
         attempt = Attempt(version.id, loop.time(), ex.stream)
@@ -77,7 +83,7 @@ class Forwarder:
                 chunks = resp.chunks()
                 first = await anext(chunks, b"")
             attempt.ttft = ex.upstream_wait = loop.time() - attempt.started
-            await _relay(ex, version, resp, first, chunks, send, timeouts, end_at, limits)
+            await _relay(ex, version, resp, first, chunks, send, timeouts, end_at, limits, hold)
             finished = True
         except TimeoutError:
             err = UpstreamTimeout(f"upstream gave no answer within {timeouts.ttft_s:g}s")
@@ -85,6 +91,7 @@ class Forwarder:
             raise err from None
         except UpstreamError as err:
             attempt.outcome = err.outcome
+            attempt.status = getattr(err, "upstream_status", 0)
             raise
         except asyncio.CancelledError:
             attempt.outcome = CLIENT_CANCEL
@@ -109,17 +116,22 @@ async def _relay(
     timeouts: Timeouts,
     end_at: float,
     limits: Limits,
+    hold: Hold | None,
 ) -> None:
     status = resp.status
     if not 200 <= status < 300 and not 400 <= status < 600:
         raise UpstreamError(f"upstream answered with unexpected status {status}")
+    if hold is not None and (status >= 500 or status == 429):
+        retry_after = _retry_after(resp.raw_headers)
+        if hold(status, retry_after):
+            raise UpstreamStatus(status, retry_after)
     head = to_client(resp.raw_headers)
     head.append((b"x-request-id", ex.request_id.encode()))
     head.extend(version.response_headers)
     content_type = next((v for k, v in head if k == b"content-type"), b"")
     if status == 200 and content_type.startswith(b"text/event-stream"):
         if not first:
-            raise UpstreamError("upstream sent an empty stream")
+            raise UpstreamReset("upstream sent an empty stream")
         ex.status = 200
         encoded = any(k == b"content-encoding" and v != b"identity" for k, v in head)
         await send({"type": "http.response.start", "status": 200, "headers": head})
@@ -164,3 +176,14 @@ def _outcome(status: int) -> str:
     if status == 429:
         return RATE_LIMITED
     return CLIENT_ERROR if status < 500 else UPSTREAM_ERROR
+
+
+def _retry_after(headers: Sequence[tuple[bytes, bytes]]) -> float | None:
+    """The upstream's Retry-After in seconds (delta form only), if it sent a usable one."""
+    for name, value in headers:
+        if name.lower() == b"retry-after":
+            try:
+                return max(float(value), 0.0)
+            except ValueError:
+                return None
+    return None

@@ -20,7 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from gateway.exchange import Exchange
+from gateway.exchange import Attempt, Exchange
 from gateway.registry import Registry
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -73,11 +73,55 @@ class Metrics:
             registry=r,
         )
         self.inflight = Gauge("gateway_inflight", "Client requests in progress", registry=r)
+        self.upstream = Counter(
+            "gateway_upstream_requests",
+            "Upstream attempts by model, version and outcome class",
+            ["model", "version", "outcome"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "gateway_retries",
+            "Retries onto another version, by the failure that caused them",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.budget_exhausted = Counter(
+            "gateway_retry_budget_exhausted",
+            "Retries refused by the retry budget",
+            ["model"],
+            registry=r,
+        )
+        self.ejections = Counter(
+            "gateway_ejections",
+            "Versions ejected for consecutive failures",
+            ["model", "version"],
+            registry=r,
+        )
+        self.panic_mode = Gauge(
+            "gateway_panic_mode",
+            "1 while every version of a model is failing",
+            ["model"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "gateway_rejected",
+            "Requests refused by the gateway itself, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.config_info = Gauge(
+            "gateway_config_info", "The config revision in use (value 1)", ["revision"], registry=r
+        )
+        self.reloads = Counter(
+            "gateway_config_reloads", "Config reload attempts by result", ["result"], registry=r
+        )
         self._known: frozenset[tuple[str, str]] = frozenset()
         self._children: dict[tuple[str, str, str], Callable[[Exchange], None]] = {}
 
-    def use_registry(self, registry: Registry) -> None:
-        """Adopt a (new) config: the label values it allows and its routing weights."""
+    def use_registry(self, registry: Registry, revision: str) -> None:
+        """Adopt a (new) config: the label values it allows, its weights and revision."""
+        self.config_info.clear()
+        self.config_info.labels(revision).set(1)
         self._known = frozenset(
             (m.name, v) for m in registry.models.values() for v in (*m.versions, "none")
         )
@@ -87,6 +131,8 @@ class Metrics:
                 self.weight.labels(model.name, vid).set(share)
 
     def record(self, ex: Exchange) -> None:
+        if ex.reason:
+            self.rejected.labels(ex.reason).inc()
         key = (ex.model or OTHER, ex.version or "none", ex.outcome)
         observe = self._children.get(key)
         if observe is None:
@@ -115,6 +161,21 @@ class Metrics:
                 completion(ex.completion_tokens)
 
         return observe
+
+    def attempted(self, model: str, attempt: Attempt) -> None:
+        self.upstream.labels(model, attempt.version, attempt.outcome).inc()
+
+    def retried(self, model: str, reason: str) -> None:
+        self.retries.labels(model, reason).inc()
+
+    def retry_budget_exhausted(self, model: str) -> None:
+        self.budget_exhausted.labels(model).inc()
+
+    def ejected(self, model: str, version: str) -> None:
+        self.ejections.labels(model, version).inc()
+
+    def panic(self, model: str, on: bool) -> None:
+        self.panic_mode.labels(model).set(1 if on else 0)
 
     def scrape(self) -> bytes:
         return generate_latest(self.registry)

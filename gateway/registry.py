@@ -12,7 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config.schema import GatewayConfig, Model, Timeouts
+from gateway.config.schema import (
+    Defaults,
+    Ejection,
+    GatewayConfig,
+    Model,
+    Retry,
+    Timeouts,
+    merged,
+)
 from gateway.errors import BadRequest, ModelNotFound
 from gateway.routing import Policy, build_policy
 
@@ -29,6 +37,7 @@ class VersionEntry:
     metadata: Mapping[str, Any]
     created: int
     response_headers: tuple[tuple[bytes, bytes], ...]  # x-gateway-model / x-gateway-version
+    max_inflight: int | None
 
     def describe(self, aliases: list[str]) -> dict[str, Any]:
         return {
@@ -58,6 +67,9 @@ class ModelEntry:
     aliases: Mapping[str, str]
     policy: Policy
     timeouts: Timeouts
+    retry: Retry
+    ejection: Ejection
+    fallback: tuple[str, ...] | None
 
     def version(self, ref: str) -> VersionEntry:
         """A version by id or alias; 404 listing this model's versions and aliases if unknown."""
@@ -92,8 +104,12 @@ class Registry:
     models: Mapping[str, ModelEntry]
 
     @classmethod
-    def build(cls, cfg: GatewayConfig, environ: Mapping[str, str]) -> Registry:
-        return cls({name: _model_entry(name, m, environ) for name, m in cfg.models.items()})
+    def build(cls, cfg: GatewayConfig, environ: Mapping[str, str], revision: str = "") -> Registry:
+        models = {
+            name: _model_entry(name, m, cfg.defaults, environ, revision)
+            for name, m in cfg.models.items()
+        }
+        return cls(models)
 
     def model(self, name: str) -> ModelEntry:
         """A model by public name; 404 listing the known models if unknown."""
@@ -117,7 +133,9 @@ class Registry:
         return {"object": "list", "data": [m.describe() for m in self.models.values()]}
 
 
-def _model_entry(name: str, model: Model, environ: Mapping[str, str]) -> ModelEntry:
+def _model_entry(
+    name: str, model: Model, defaults: Defaults, environ: Mapping[str, str], revision: str
+) -> ModelEntry:
     versions = {}
     for vid, version in model.versions.items():
         up = version.upstream
@@ -132,10 +150,20 @@ def _model_entry(name: str, model: Model, environ: Mapping[str, str]) -> ModelEn
             response_headers=(
                 (b"x-gateway-model", name.encode()),
                 (b"x-gateway-version", vid.encode()),
+                (b"x-gateway-config-revision", revision.encode()),
             ),
+            max_inflight=version.max_inflight,
         )
+    r = model.routing
     return ModelEntry(
-        name, versions, dict(model.aliases), build_policy(model), model.routing.timeouts
+        name=name,
+        versions=versions,
+        aliases=dict(model.aliases),
+        policy=build_policy(model),
+        timeouts=merged(defaults.timeouts, r.timeouts),
+        retry=merged(defaults.retry, r.retry),
+        ejection=merged(defaults.ejection, r.ejection),
+        fallback=r.fallback,
     )
 
 

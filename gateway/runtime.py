@@ -1,20 +1,27 @@
-"""The per-config snapshot the data path reads, and the holder that swaps it atomically.
+"""Process state: the per-config snapshot the data path reads, and the holder that swaps it.
 
 A `Runtime` bundles everything derived from one config (registry, limits, revision) with the
 process-wide metrics. Each request reads `Gateway.runtime` once and keeps that snapshot to the
-end, so a reload never changes a request in flight.
+end, so a reload never changes a request in flight. `Gateway` holds what outlives a config:
+the forwarder (the pooled upstream client), version health and retry budgets, in-flight requests,
+and the readiness and drain flags.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from gateway.attempts import PlanRunner
 from gateway.config import GatewayConfig
 from gateway.config.schema import Limits
+from gateway.forward import Forwarder
 from gateway.observability import Metrics
 from gateway.registry import Registry
+from gateway.resilience.health import HealthTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +34,35 @@ class Runtime:
 
     @classmethod
     def build(cls, cfg: GatewayConfig, metrics: Metrics, environ: Mapping[str, str]) -> Runtime:
-        registry = Registry.build(cfg, environ)
         revision = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12]
+        registry = Registry.build(cfg, environ, revision)
         return cls(cfg, registry, cfg.limits, metrics, revision)
+
+
+class Gateway:
+    """Everything one gateway process shares across requests and config reloads."""
+
+    def __init__(self, runtime: Runtime, forwarder: Forwarder, health: HealthTable) -> None:
+        self.runtime = runtime
+        self.forwarder = forwarder
+        self.health = health
+        self.runner = PlanRunner(forwarder, health, runtime.metrics)
+        health.on_eject = runtime.metrics.ejected
+        health.on_panic = runtime.metrics.panic
+        self.ready = False  # the lifespan has opened the upstream client
+        self.draining = False  # SIGTERM seen: not ready, still serving
+        self.shutting_down = False  # drain deadline passed: in-flight work is being ended
+        self.inflight = 0
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.swap(runtime)
+
+    def swap(self, runtime: Runtime) -> None:
+        """Make `runtime` the one new requests see (atomic: one attribute store)."""
+        runtime.metrics.use_registry(runtime.registry, runtime.revision)
+        self.runtime = runtime
+
+    def end_inflight(self) -> None:
+        """The drain deadline: cancel what is still running (streams end with an error event)."""
+        self.shutting_down = True
+        for task in list(self.tasks):
+            task.cancel()

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import aiohttp
 
-from gateway.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
+from gateway.errors import UpstreamConnectError, UpstreamReset
 
 Headers = Sequence[tuple[str, str]]
 
@@ -55,9 +55,9 @@ class AiohttpResponse:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
         except aiohttp.ClientPayloadError as exc:
-            raise UpstreamError(f"upstream body broken: {_reason(exc)}") from None
+            raise UpstreamReset(f"upstream body broken: {_reason(exc)}") from None
         except (aiohttp.ClientConnectionError, ConnectionError) as exc:
-            raise UpstreamError(f"upstream connection lost: {_reason(exc)}") from None
+            raise UpstreamReset(f"upstream connection lost: {_reason(exc)}") from None
 
     def close(self) -> None:
         """Drop the connection (the upstream sees it close): for aborted or unread answers."""
@@ -89,11 +89,11 @@ class AiohttpTransport:
                 url, data=body, headers=headers, allow_redirects=False, timeout=timeout
             )
         except aiohttp.ConnectionTimeoutError:
-            raise UpstreamTimeout(f"upstream connect timed out after {connect_s:g}s") from None
+            raise UpstreamConnectError(f"upstream connect timed out after {connect_s:g}s") from None
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamConnectError(f"upstream unreachable: {_reason(exc)}") from None
         except (aiohttp.ClientError, ConnectionError) as exc:
-            raise UpstreamError(f"upstream failed before answering: {_reason(exc)}") from None
+            raise UpstreamReset(f"upstream failed before answering: {_reason(exc)}") from None
         return AiohttpResponse(resp)
 
     async def aclose(self) -> None:

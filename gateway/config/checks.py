@@ -60,6 +60,10 @@ def _check_model(
         if isinstance(target, str) and target not in versions:
             yield apath, f"unknown version {target!r} (known: {known})"
     routing = _dict(model.get("routing"))
+    fallback = routing.get("fallback")
+    for i, vid in enumerate(fallback if isinstance(fallback, list) else []):
+        if isinstance(vid, str) and vid not in versions:
+            yield (*base, "routing", "fallback", i), f"unknown version {vid!r} (known: {known})"
     wpath = (*base, "routing", "weights")
     if "weights" not in routing:
         if len(versions) > 1 and "stable" not in aliases:

@@ -55,6 +55,7 @@ class Admin(Strict):
 class Limits(Strict):
     max_body_bytes: int = Field(DEFAULT_MAX_BODY, ge=1024, le=1 << 30)
     max_response_bytes: int = Field(16 << 20, ge=1024, le=1 << 30)
+    max_inflight: int = Field(1024, ge=1, le=1_000_000)  # beyond: 503 with Retry-After
 
 
 class Upstream(Strict):
@@ -91,6 +92,7 @@ class Upstream(Strict):
 class Version(Strict):
     upstream: Upstream
     metadata: dict[str, Any] = Field(default_factory=dict)
+    max_inflight: int | None = Field(None, ge=1, le=1_000_000)  # beyond: the next version, or 503
 
     @field_validator("metadata", mode="before")
     @classmethod
@@ -100,15 +102,46 @@ class Version(Strict):
 
 class Timeouts(Strict):
     connect_s: float = Field(5.0, gt=0, le=600)
-    ttft_s: float = Field(60.0, gt=0, le=3600)
-    idle_s: float = Field(30.0, gt=0, le=3600)
-    total_s: float = Field(900.0, gt=0, le=86400)
+    ttft_s: float = Field(120.0, gt=0, le=3600)  # to the first byte (a whole non-streamed answer)
+    idle_s: float = Field(60.0, gt=0, le=3600)  # between stream chunks
+    total_s: float = Field(3600.0, gt=0, le=86400)  # whole attempt: generous, never a stream killer
+
+
+RetryOn = Literal["connect", "reset", "timeout", "5xx", "429"]
+
+
+class Retry(Strict):
+    attempts: int = Field(2, ge=1, le=10)  # total tries, each on a different version
+    on: tuple[RetryOn, ...] = ("connect", "reset", "5xx")
+    budget_percent: float = Field(20.0, ge=0, le=100)  # retries in flight vs requests in flight
+    min_retries: int = Field(3, ge=0, le=1000)  # retries always allowed in flight (the floor)
+    max_retry_after_s: float = Field(1.0, ge=0, le=60)  # a 429 is retried only below this
+
+
+class Ejection(Strict):
+    consecutive_failures: int = Field(5, ge=1, le=1000)  # 0 disables: use enabled: false
+    enabled: bool = True
+    base_s: float = Field(30.0, gt=0, le=3600)  # first ejection; doubles with each repeat
+    max_s: float = Field(300.0, gt=0, le=86400)
+    slow_start_s: float = Field(30.0, ge=0, le=3600)  # re-admitted versions ramp up over this
+    panic: Literal["route", "fail"] = "route"  # all versions failing: ignore health, or 503
+
+
+class Defaults(Strict):
+    """Route settings every model inherits; a model's own block overrides key by key."""
+
+    retry: Retry = Retry()
+    timeouts: Timeouts = Timeouts()
+    ejection: Ejection = Ejection()
 
 
 class Routing(Strict):
     strategy: Literal["weighted"] = "weighted"
     weights: dict[str, float] | None = None
-    timeouts: Timeouts = Timeouts()
+    fallback: tuple[str, ...] | None = None  # explicit fallback order after the chosen version
+    retry: Retry | None = None
+    timeouts: Timeouts | None = None
+    ejection: Ejection | None = None
 
 
 class Model(Strict):
@@ -117,12 +150,26 @@ class Model(Strict):
     routing: Routing = Routing()
 
 
+class Drain(Strict):
+    window_s: float = Field(5.0, ge=0, le=600)  # after SIGTERM: not ready, still serving
+    deadline_s: float = Field(30.0, ge=0, le=3600)  # then streams get this long to finish
+
+
 class GatewayConfig(Strict):
     listen: Listen = Listen()
     store: Store = Store()
     limits: Limits = Limits()
     admin: Admin = Admin()
+    drain: Drain = Drain()
+    defaults: Defaults = Defaults()
     models: dict[str, Model] = Field(min_length=1)
+
+
+def merged(default: Strict, override: Strict | None) -> Any:
+    """`default` with the keys explicitly set in `override` replaced."""
+    if override is None:
+        return default
+    return default.model_copy(update={k: getattr(override, k) for k in override.model_fields_set})
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,180 @@
+"""Executing a route plan: which versions get tried, in what order, and when to try again.
+
+Owns the rules of DESIGN §6 "fallback and retry": only before the first byte reaches the client
+(failures after it are reported in-band by the relay and never retried), never twice on one
+version, only for the failure kinds the route's `retry.on` lists (never a client's 4xx), at most
+`retry.attempts` tries, and each retry only within the model's retry budget. Pinned requests get
+exactly one try on their version. Every attempt's outcome feeds the version's health record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.config.schema import Limits, Retry
+from gateway.errors import (
+    GatewayError,
+    Unavailable,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamReset,
+    UpstreamStatus,
+    UpstreamTimeout,
+)
+from gateway.exchange import SUCCESS, VERSION_FAILURES, Attempt, Exchange
+from gateway.forward import Forwarder, Hold
+from gateway.registry import ModelEntry, VersionEntry
+from gateway.resilience.budget import RetryBudget
+from gateway.resilience.health import HealthTable
+
+Send = Any
+
+
+def retry_kind(err: UpstreamError) -> str | None:
+    """The `retry.on` name of a failure, or None if it is never retried."""
+    if isinstance(err, UpstreamConnectError):
+        return "connect"
+    if isinstance(err, UpstreamReset):
+        return "reset"
+    if isinstance(err, UpstreamTimeout):
+        return "timeout"
+    if isinstance(err, UpstreamStatus):
+        return "429" if err.upstream_status == 429 else "5xx"
+    return None
+
+
+def attempt_order(
+    first: str, plan: tuple[str, ...], fallback: tuple[str, ...] | None
+) -> tuple[str, ...]:
+    """The chosen version, then the explicit fallback list (if any) or the plan's own order."""
+    rest = fallback if fallback is not None else plan[1:]
+    return (first, *(v for v in rest if v != first))
+
+
+def _health_verdict(attempt: Attempt) -> bool | None:
+    if attempt.outcome in VERSION_FAILURES:
+        return True
+    return False if attempt.outcome == SUCCESS else None
+
+
+class PlanRunner:
+    """Runs one request's attempts; one per process, state shared by all requests."""
+
+    def __init__(self, forwarder: Forwarder, health: HealthTable, metrics: Any) -> None:
+        self.forwarder = forwarder
+        self.health = health
+        self.metrics = metrics
+        self.budgets: dict[str, RetryBudget] = {}
+        self.inflight: dict[tuple[str, str], int] = {}
+
+    async def run(
+        self,
+        ex: Exchange,
+        model: ModelEntry,
+        order: Sequence[str],
+        pinned: bool,
+        payload: dict[str, Any],
+        headers: Sequence[tuple[bytes, bytes]],
+        send: Send,
+        limits: Limits,
+    ) -> None:
+        budget = self.budgets.setdefault(model.name, RetryBudget())
+        budget.requests += 1
+        try:
+            await self._attempts(ex, model, order, pinned, budget, payload, headers, send, limits)
+        finally:
+            budget.requests -= 1
+
+    async def _attempts(
+        self,
+        ex: Exchange,
+        model: ModelEntry,
+        order: Sequence[str],
+        pinned: bool,
+        budget: RetryBudget,
+        payload: dict[str, Any],
+        headers: Sequence[tuple[bytes, bytes]],
+        send: Send,
+        limits: Limits,
+    ) -> None:
+        retry = model.retry
+        allowed = 1 if pinned else retry.attempts
+        last: GatewayError = Unavailable(f"no version of {model.name!r} can take the request now")
+        tried = 0
+        for index, vid in enumerate(order):
+            if tried >= allowed:
+                break
+            retrying = tried > 0
+            if retrying and not budget.allows(retry):
+                self.metrics.retry_budget_exhausted(model.name)
+                break
+            version = model.versions[vid]
+            if not self._enter(version, pinned):
+                continue
+            more = tried + 1 < allowed and index + 1 < len(order)
+            if retrying:
+                budget.retries += 1
+                self.metrics.retried(model.name, _kind(last))
+            try:
+                hold = _hold(retry) if more else None
+                await self._one(ex, model, version, payload, headers, send, limits, hold)
+                return
+            except UpstreamError as err:
+                last, tried = err, tried + 1
+                if not more or retry_kind(err) not in retry.on:
+                    raise
+            finally:
+                self._leave(version)
+                if retrying:
+                    budget.retries -= 1
+        raise last
+
+    async def _one(
+        self,
+        ex: Exchange,
+        model: ModelEntry,
+        version: VersionEntry,
+        payload: dict[str, Any],
+        headers: Sequence[tuple[bytes, bytes]],
+        send: Send,
+        limits: Limits,
+        hold: Hold | None,
+    ) -> None:
+        verdict: bool | None = None
+        try:
+            await self.forwarder.attempt(
+                ex, version, payload, headers, send, model.timeouts, limits, hold
+            )
+        finally:
+            if ex.attempts and ex.attempts[-1].version == version.id:
+                verdict = _health_verdict(ex.attempts[-1])
+            self.health.record(model.name, version.id, verdict, model.ejection, model.versions)
+            self.metrics.attempted(model.name, ex.attempts[-1])
+
+    def _enter(self, version: VersionEntry, pinned: bool) -> bool:
+        key = (version.model, version.id)
+        count = self.inflight.get(key, 0)
+        if version.max_inflight is not None and count >= version.max_inflight:
+            return False
+        if not pinned and not self.health.begin(version.model, version.id):
+            return False
+        self.inflight[key] = count + 1
+        return True
+
+    def _leave(self, version: VersionEntry) -> None:
+        key = (version.model, version.id)
+        self.inflight[key] -= 1
+
+
+def _hold(retry: Retry) -> Hold:
+    def hold(status: int, retry_after: float | None) -> bool:
+        if status == 429:
+            return "429" in retry.on and (retry_after or 0.0) <= retry.max_retry_after_s
+        return "5xx" in retry.on
+
+    return hold
+
+
+def _kind(err: GatewayError) -> str:
+    return (retry_kind(err) if isinstance(err, UpstreamError) else None) or "other"

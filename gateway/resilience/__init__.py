@@ -1,0 +1,1 @@
+"""Resilience state shared by all requests of a process: retry budgets and version health."""
