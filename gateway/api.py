@@ -98,25 +98,43 @@ class ProxyEndpoint:
         ex: Exchange,
         task: asyncio.Task[Any],
     ) -> None:
+        client = rt.keys.authenticate(headers.get(b"authorization"))
+        ex.client = client.id
         body = await _read_body(receive, headers.get(b"content-length"), rt.limits.max_body_bytes)
         payload = _parse(body)
         pin = headers.get(b"x-gateway-version")
-        target = rt.registry.resolve(payload["model"], pin.decode("latin-1") if pin else None)
-        model = target.model
-        ex.model = model.name
+        requested: str = payload["model"]
+        header_pin = pin.decode("latin-1") if pin is not None else None
+        target = rt.registry.resolve(requested, header_pin, client.may_use)
+        client.check(target.model.name, pin is not None or "@" in requested)
+        ex.model = target.model.name
         ex.stream = link.stream = payload.get("stream") is True
         order = self._decide(target, headers, payload, ex)
+        ticket = self._gw.limiter.reserve(client.id, client.rate_limit, payload, len(body))
+        try:
+            await self._forward(rt, scope, receive, link, ex, task, target, order, payload)
+        finally:
+            if ticket is not None:
+                self._gw.limiter.settle(ticket, ex.prompt_tokens + ex.completion_tokens)
+
+    async def _forward(
+        self,
+        rt: Runtime,
+        scope: Scope,
+        receive: Receive,
+        link: ClientLink,
+        ex: Exchange,
+        task: asyncio.Task[Any],
+        target: Target,
+        order: tuple[str, ...],
+        payload: dict[str, Any],
+    ) -> None:
+        """Run the attempts while watching for the client leaving or the drain deadline."""
         watcher = asyncio.get_running_loop().create_task(link.watch(receive, task))
+        pinned = target.pinned is not None
         try:
             await self._gw.runner.run(
-                ex,
-                model,
-                order,
-                target.pinned is not None,
-                payload,
-                scope["headers"],
-                link.send,
-                rt.limits,
+                ex, target.model, order, pinned, payload, scope["headers"], link.send, rt.limits
             )
         except asyncio.CancelledError:
             if not (link.gone or self._gw.shutting_down):
@@ -218,8 +236,7 @@ async def _fail(link: ClientLink, err: GatewayError, ex: Exchange, rt: Runtime) 
         (b"x-request-id", ex.request_id.encode()),
         (b"x-gateway-config-revision", rt.revision.encode()),
     ]
-    if isinstance(err, Unavailable):
-        headers.append((b"retry-after", str(err.retry_after).encode()))
+    headers.extend(err.headers())
     if ex.model is not None:
         headers.append((b"x-gateway-model", ex.model.encode()))
     if ex.version is not None:

@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.admin import admin_router
 from gateway.api import ProxyEndpoint
+from gateway.auth import Client
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.forward import Forwarder
@@ -106,7 +107,8 @@ def _web(gateway: Gateway, lifespan: Any) -> FastAPI:
 
     @web.exception_handler(GatewayError)
     async def gateway_error(_: Request, err: GatewayError) -> Response:
-        return Response(err.body(), status_code=err.status, media_type="application/json")
+        headers = {k.decode(): v.decode() for k, v in err.headers()}
+        return Response(err.body(), err.status, headers, media_type="application/json")
 
     @web.exception_handler(HTTPException)
     async def http_error(_: Request, err: HTTPException) -> Response:
@@ -116,14 +118,20 @@ def _web(gateway: Gateway, lifespan: Any) -> FastAPI:
         wrapped.status, wrapped.type = err.status_code, "invalid_request_error"
         return Response(wrapped.body(), status_code=err.status_code, media_type="application/json")
 
+    def caller(request: Request) -> Client:
+        auth = request.headers.get("authorization")
+        return gateway.runtime.keys.authenticate(auth.encode("latin-1") if auth else None)
+
     @web.get("/v1/models", summary="List models with their versions, aliases and metadata")
-    async def list_models() -> JSONResponse:
-        return JSONResponse(gateway.runtime.registry.describe())
+    async def list_models(request: Request) -> JSONResponse:
+        return JSONResponse(gateway.runtime.registry.describe(caller(request).may_use))
 
     @web.get("/v1/models/{model_id:path}", summary="One model (`chat`) or one version (`chat@v1`)")
-    async def get_model(model_id: str) -> JSONResponse:
+    async def get_model(model_id: str, request: Request) -> JSONResponse:
+        client = caller(request)
         name, sep, ref = model_id.partition("@")
-        model = gateway.runtime.registry.model(name)
+        model = gateway.runtime.registry.model(name, client.may_use)
+        client.check(model.name, bool(sep))
         if not sep:
             return JSONResponse(model.describe())
         version = model.version(ref)

@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     mock.add_argument("--error-rate", type=float, default=0.0)
     mock.add_argument("--seed", type=int, default=0)
     mock.set_defaults(func=cmd_mock)
+    keys = sub.add_parser("keys", help="client API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="print a fresh key once, and the config lines for it")
+    new.add_argument("--id", required=True, help="a name for the key (shown in logs, never secret)")
+    new.add_argument("--models", default="*", help="comma-separated model names, or * (default)")
+    new.set_defaults(func=cmd_keys_new)
     demo = sub.add_parser(
         "demo", help="run two mock versions and the gateway on the example config"
     )
@@ -111,6 +117,13 @@ def _run(cfg: GatewayConfig, host: str, port: int, config_path: str | None = Non
     from gateway.server import serve
 
     app = create_app(cfg, config_path=config_path)
+    if cfg.auth is None:
+        log.warning(
+            "NO CLIENT AUTHENTICATION: any caller that can reach %s:%d may use every model. "
+            "Add an `auth.keys` section (see `gateway keys new`) before exposing this gateway.",
+            host,
+            port,
+        )
     log.info(
         "serving %d model(s) on http://%s:%d (config revision %s, store %s)",
         len(cfg.models),
@@ -120,6 +133,17 @@ def _run(cfg: GatewayConfig, host: str, port: int, config_path: str | None = Non
         cfg.store.backend,
     )
     serve(app, host, port, cfg.drain)
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    from gateway.auth import new_key
+
+    key, digest = new_key()
+    models = ", ".join(f'"{m.strip()}"' for m in args.models.split(",") if m.strip())
+    print(f"API key (shown once; give it to the client, store it nowhere else):\n\n  {key}\n")
+    print("Add to the config under auth.keys:\n")
+    print(f'  - {{id: "{args.id}", sha256: "{digest}", models: [{models}]}}')
+    return 0
 
 
 def cmd_mock(args: argparse.Namespace) -> int:

@@ -24,6 +24,10 @@ class GatewayError(Exception):
         if code is not None:
             self.code = code
 
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Extra response headers this error carries (Retry-After, rate-limit state)."""
+        return []
+
     def body(self) -> bytes:
         """The error as OpenAI's JSON shape: {"error": {"message", "type", "code"}}."""
         return orjson.dumps(
@@ -121,3 +125,6 @@ class Unavailable(GatewayError):
     def __init__(self, message: str, *, code: str | None = None, retry_after: int = 1) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", str(self.retry_after).encode())]

@@ -8,7 +8,7 @@ header pin, each answered from dict lookups (no scans on the request path).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,17 +111,22 @@ class Registry:
         }
         return cls(models)
 
-    def model(self, name: str) -> ModelEntry:
-        """A model by public name; 404 listing the known models if unknown."""
+    def model(self, name: str, visible: Callable[[str], bool] = lambda _: True) -> ModelEntry:
+        """A model by public name; 404 listing the models the caller may see if unknown."""
         model = self.models.get(name)
         if model is None:
-            known = ", ".join(sorted(self.models))
+            known = ", ".join(sorted(m for m in self.models if visible(m))) or "none"
             raise ModelNotFound(f"model {name!r} does not exist (known models: {known})")
         return model
 
-    def resolve(self, requested: str, header_pin: str | None) -> Target:
+    def resolve(
+        self,
+        requested: str,
+        header_pin: str | None,
+        visible: Callable[[str], bool] = lambda _: True,
+    ) -> Target:
         name, sep, ref = requested.partition("@")
-        model = self.model(name)
+        model = self.model(name, visible)
         if sep and header_pin is not None and model.version(ref) is not model.version(header_pin):
             raise BadRequest(
                 f"conflicting pins: model {requested!r} and x-gateway-version {header_pin!r}"
@@ -129,8 +134,9 @@ class Registry:
         pin = ref if sep else header_pin
         return Target(model, model.version(pin) if pin is not None else None)
 
-    def describe(self) -> dict[str, Any]:
-        return {"object": "list", "data": [m.describe() for m in self.models.values()]}
+    def describe(self, visible: Callable[[str], bool] = lambda _: True) -> dict[str, Any]:
+        data = [m.describe() for m in self.models.values() if visible(m.name)]
+        return {"object": "list", "data": data}
 
 
 def _model_entry(

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.attempts import PlanRunner
+from gateway.auth import KeyTable
 from gateway.config import GatewayConfig
 from gateway.config.schema import Limits
 from gateway.forward import Forwarder
 from gateway.observability import Metrics
+from gateway.ratelimit import LocalLimiter
 from gateway.registry import Registry
 from gateway.resilience.health import HealthTable
 
@@ -31,12 +34,13 @@ class Runtime:
     limits: Limits
     metrics: Metrics
     revision: str
+    keys: KeyTable
 
     @classmethod
     def build(cls, cfg: GatewayConfig, metrics: Metrics, environ: Mapping[str, str]) -> Runtime:
         revision = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12]
         registry = Registry.build(cfg, environ, revision)
-        return cls(cfg, registry, cfg.limits, metrics, revision)
+        return cls(cfg, registry, cfg.limits, metrics, revision, KeyTable(cfg.auth))
 
 
 class Gateway:
@@ -52,6 +56,7 @@ class Gateway:
         self.ready = False  # the lifespan has opened the upstream client
         self.draining = False  # SIGTERM seen: not ready, still serving
         self.shutting_down = False  # drain deadline passed: in-flight work is being ended
+        self.limiter = LocalLimiter(time.monotonic)
         self.inflight = 0
         self.tasks: set[asyncio.Task[Any]] = set()
         self.swap(runtime)

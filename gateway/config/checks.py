@@ -22,6 +22,7 @@ def check_config(data: Mapping[str, Any], environ: Mapping[str, str]) -> Iterato
     models = data.get("models")
     if not isinstance(models, dict):
         return
+    yield from _check_keys(_dict(data.get("auth")).get("keys"), models)
     for name, model in models.items():
         base: Path = ("models", name)
         yield from _name(base, str(name), "model")
@@ -90,3 +91,21 @@ def _check_weights(
             numbers.append(weight)
     if numbers and len(numbers) == len(weights) and all(w == 0 for w in numbers):
         yield wpath, "weights are all zero: no version would get traffic"
+
+
+def _check_keys(keys: Any, models: dict[Any, Any]) -> Iterator[Problem]:
+    ids: set[str] = set()
+    digests: set[str] = set()
+    for i, key in enumerate(keys if isinstance(keys, list) else []):
+        key = _dict(key)
+        path: Path = ("auth", "keys", i)
+        if key.get("id") in ids:
+            yield (*path, "id"), f"duplicate key id {key.get('id')!r}"
+        if key.get("sha256") in digests:
+            yield (*path, "sha256"), "the same key hash appears twice"
+        ids.add(str(key.get("id")))
+        digests.add(str(key.get("sha256")))
+        allowed = key.get("models")
+        for j, name in enumerate(allowed if isinstance(allowed, list) else []):
+            if name != "*" and name not in models:
+                yield (*path, "models", j), f"unknown model {name!r}"

@@ -52,6 +52,33 @@ class Admin(Strict):
         return value
 
 
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class RateLimit(Strict):
+    requests_per_minute: int | None = Field(None, ge=1, le=10_000_000)
+    tokens_per_minute: int | None = Field(None, ge=1, le=10_000_000_000)
+
+
+class ClientKey(Strict):
+    id: str = Field(min_length=1, max_length=64)
+    sha256: str  # hex SHA-256 of the key; the key itself is never stored
+    models: tuple[str, ...] = Field(("*",), strict=False)  # model names, or "*" for all
+    allow_pins: bool = True  # may address versions and aliases (chat@v2, x-gateway-version)
+    rate_limit: RateLimit = RateLimit()
+
+    @field_validator("sha256")
+    @classmethod
+    def _digest(cls, value: str) -> str:
+        if not SHA256_RE.match(value):
+            raise ValueError("sha256 must be 64 lower-case hex digits (use `gateway keys new`)")
+        return value
+
+
+class Auth(Strict):
+    keys: tuple[ClientKey, ...] = Field(min_length=1, strict=False)
+
+
 class Limits(Strict):
     max_body_bytes: int = Field(DEFAULT_MAX_BODY, ge=1024, le=1 << 30)
     max_response_bytes: int = Field(16 << 20, ge=1024, le=1 << 30)
@@ -112,7 +139,7 @@ RetryOn = Literal["connect", "reset", "timeout", "5xx", "429"]
 
 class Retry(Strict):
     attempts: int = Field(2, ge=1, le=10)  # total tries, each on a different version
-    on: tuple[RetryOn, ...] = ("connect", "reset", "5xx")
+    on: tuple[RetryOn, ...] = Field(("connect", "reset", "5xx"), strict=False)
     budget_percent: float = Field(20.0, ge=0, le=100)  # retries in flight vs requests in flight
     min_retries: int = Field(3, ge=0, le=1000)  # retries always allowed in flight (the floor)
     max_retry_after_s: float = Field(1.0, ge=0, le=60)  # a 429 is retried only below this
@@ -138,7 +165,7 @@ class Defaults(Strict):
 class Routing(Strict):
     strategy: Literal["weighted"] = "weighted"
     weights: dict[str, float] | None = None
-    fallback: tuple[str, ...] | None = None  # explicit fallback order after the chosen version
+    fallback: tuple[str, ...] | None = Field(None, strict=False)  # order after the chosen one
     retry: Retry | None = None
     timeouts: Timeouts | None = None
     ejection: Ejection | None = None
@@ -160,6 +187,7 @@ class GatewayConfig(Strict):
     store: Store = Store()
     limits: Limits = Limits()
     admin: Admin = Admin()
+    auth: Auth | None = None  # no auth section: an open gateway (local use only)
     drain: Drain = Drain()
     defaults: Defaults = Defaults()
     models: dict[str, Model] = Field(min_length=1)

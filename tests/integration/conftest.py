@@ -52,7 +52,10 @@ def chat_config(one: Mock, two: Mock, **routing: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def gw(mocks: tuple[Mock, Mock], workdir: Path) -> Iterator[Gateway]:
     one, two = mocks
-    config = chat_config(one, two, timeouts={"ttft_s": 1.0, "idle_s": 1.0, "connect_s": 1.0})
+    # fault-injection tests here must not eject versions (ejection has its own scenarios)
+    config = chat_config(
+        one, two, timeouts={"ttft_s": 1.0, "idle_s": 1.0, "connect_s": 1.0}, ejection={"enabled": False}
+    )
     dead = {"upstream": {"url": "http://127.0.0.1:9/v1", "model": "nothing"}}
     config["models"]["down"] = {"versions": {"v1": dead}}
     with gateway(config, workdir, env={"V2_UPSTREAM_KEY": "sk-upstream-v2"}) as g:
