@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 from random import Random
+from time import perf_counter
 from typing import Any
 
 import orjson
@@ -26,6 +27,7 @@ from gateway.errors import (
     Unavailable,
 )
 from gateway.exchange import CLIENT_CANCEL, Exchange
+from gateway.logs import log_access
 from gateway.registry import Target
 from gateway.routing import RequestContext
 from gateway.runtime import Gateway, Runtime
@@ -66,9 +68,8 @@ class ProxyEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = self._gw
         rt = gw.runtime  # one config snapshot for the whole request
-        loop = asyncio.get_running_loop()
         headers = dict(scope["headers"])
-        ex = Exchange(_request_id(headers.get(b"x-request-id")), scope["path"], loop.time())
+        ex = Exchange(_request_id(headers.get(b"x-request-id")), scope["path"], perf_counter())
         link = ClientLink(send)
         task = asyncio.current_task()
         assert task is not None
@@ -85,8 +86,9 @@ class ProxyEndpoint:
         finally:
             gw.inflight -= 1
             gw.tasks.discard(task)
-            ex.duration = loop.time() - ex.started
+            ex.duration = perf_counter() - ex.started
             rt.metrics.record(ex)
+            log_access(ex)
 
     async def _serve(
         self,

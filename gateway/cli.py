@@ -114,8 +114,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _run(cfg: GatewayConfig, host: str, port: int, config_path: str | None = None) -> None:
     from gateway.app import create_app
+    from gateway.logs import configure
     from gateway.server import serve
 
+    configure(cfg.logging.level, cfg.logging.format, cfg.logging.access)
     app = create_app(cfg, config_path=config_path)
     if cfg.auth is None:
         log.warning(

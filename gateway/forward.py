@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
+from time import perf_counter
 from typing import Any
 
 import orjson
@@ -64,25 +65,25 @@ class Forwarder:
         `hold(status, retry_after)` says whether a 5xx/429 answer should be held back (raised as
         `UpstreamStatus`) because another version will be tried; otherwise it is relayed.
         """
-        loop = asyncio.get_running_loop()
         ex.version = version.id
-        attempt = Attempt(version.id, loop.time(), ex.stream)
+        attempt = Attempt(version.id, perf_counter(), ex.stream)
         ex.attempts.append(attempt)
         payload["model"] = version.upstream_model
         accept = next((v for k, v in client_headers if k == b"accept-encoding"), None)
         headers = to_upstream(client_headers, version.api_key, ex.request_id, accept)
-        end_at = attempt.started + timeouts.total_s
+        now = asyncio.get_running_loop().time()  # deadlines run on the loop's clock
+        end_at = now + timeouts.total_s
         resp: UpstreamResponse | None = None
         finished = False
         try:
-            async with asyncio.timeout_at(min(attempt.started + timeouts.ttft_s, end_at)):
+            async with asyncio.timeout_at(min(now + timeouts.ttft_s, end_at)):
                 assert self.transport is not None, "the app's lifespan opens the transport"
                 resp = await self.transport.post(
                     version.urls[ex.path], headers, orjson.dumps(payload), timeouts.connect_s
                 )
                 chunks = resp.chunks()
                 first = await anext(chunks, b"")
-            attempt.ttft = ex.upstream_wait = loop.time() - attempt.started
+            attempt.ttft = ex.upstream_wait = perf_counter() - attempt.started
             await _relay(ex, version, resp, first, chunks, send, timeouts, end_at, limits, hold)
             finished = True
         except TimeoutError:
@@ -97,7 +98,7 @@ class Forwarder:
             attempt.outcome = CLIENT_CANCEL
             raise
         finally:
-            attempt.duration = loop.time() - attempt.started
+            attempt.duration = perf_counter() - attempt.started
             if finished:
                 attempt.outcome, attempt.status = ex.outcome, ex.status
                 attempt.prompt_tokens = ex.prompt_tokens
@@ -135,7 +136,7 @@ async def _relay(
         ex.status = 200
         encoded = any(k == b"content-encoding" and v != b"identity" for k, v in head)
         await send({"type": "http.response.start", "status": 200, "headers": head})
-        relay = SseRelay(ex, send, asyncio.get_running_loop().time, encoded)
+        relay = SseRelay(ex, send, perf_counter, encoded)
         await relay.run(first, chunks, timeouts.idle_s, end_at)
         return
     body = await _read_all(first, chunks, timeouts.idle_s, limits.max_response_bytes)
@@ -149,7 +150,7 @@ async def _relay(
         observe_usage_json(body, ex)
     head.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": head})
-    ex.ttft = asyncio.get_running_loop().time() - ex.started
+    ex.ttft = perf_counter() - ex.started
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 

@@ -8,6 +8,7 @@ lookups and increments.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -21,11 +22,13 @@ from prometheus_client import (
 )
 
 from gateway.exchange import Attempt, Exchange
+from gateway.logs import event
 from gateway.registry import Registry
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 OTHER = "other"
+LOG = logging.getLogger("gateway.health")
 
 
 class Metrics:
@@ -173,9 +176,11 @@ class Metrics:
 
     def ejected(self, model: str, version: str) -> None:
         self.ejections.labels(model, version).inc()
+        event(LOG, "ejection", f"version {model}@{version} ejected", model=model, version=version)
 
     def panic(self, model: str, on: bool) -> None:
         self.panic_mode.labels(model).set(1 if on else 0)
+        event(LOG, "panic", f"model {model} panic mode {'on' if on else 'off'}", model=model, on=on)
 
     def scrape(self) -> bytes:
         return generate_latest(self.registry)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from gateway.config import load_config
 from gateway.errors import ConfigError
+from gateway.logs import event
 from gateway.runtime import Gateway, Runtime
 
 log = logging.getLogger("gateway.reload")
@@ -66,7 +67,15 @@ class Reloader:
         )
         self._gw.swap(runtime)
         old.metrics.reloads.labels("applied").inc()
-        log.info("config reloaded: revision %s -> %s", old.revision, runtime.revision)
+        event(
+            log,
+            "reload",
+            f"config reloaded: revision {old.revision} -> {runtime.revision}",
+            result="applied",
+            revision=runtime.revision,
+            previous=old.revision,
+            notes=notes,
+        )
         return ReloadResult(True, runtime.revision, notes=notes)
 
     async def watch(self, interval_s: float = 1.0) -> None:

@@ -62,7 +62,7 @@ def serve(app: GatewayApp, host: str, port: int, drain: Drain) -> None:
         lifespan="on",
         access_log=False,
         server_header=False,
-        log_level="info",
+        log_config=None,  # keep the gateway's own logging set-up (gateway/logs.py)
         timeout_graceful_shutdown=int(drain.deadline_s) + 5,
     )
     DrainingServer(config, app, drain).run()

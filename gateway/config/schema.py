@@ -177,6 +177,12 @@ class Model(Strict):
     routing: Routing = Routing()
 
 
+class Logging(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+    access: bool = True  # one line per request
+
+
 class Drain(Strict):
     window_s: float = Field(5.0, ge=0, le=600)  # after SIGTERM: not ready, still serving
     deadline_s: float = Field(30.0, ge=0, le=3600)  # then streams get this long to finish
@@ -189,6 +195,7 @@ class GatewayConfig(Strict):
     admin: Admin = Admin()
     auth: Auth | None = None  # no auth section: an open gateway (local use only)
     drain: Drain = Drain()
+    logging: Logging = Logging()
     defaults: Defaults = Defaults()
     models: dict[str, Model] = Field(min_length=1)
 

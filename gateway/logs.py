@@ -1,0 +1,85 @@
+"""Logging: JSON (or plain text) lines, one access line per request, event lines for decisions.
+
+Owns the log format and the access line. An access line carries the request id, model, version,
+status, outcome, latency, time to first byte, tokens, attempts and the client key's id — never a
+secret, a header value or a prompt. `configure` is called once at start-up from the `logging`
+config section (`level`, `format: json|text`, `access: true|false`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+from typing import Any
+
+import orjson
+
+from gateway.exchange import Exchange
+
+ACCESS = logging.getLogger("gateway.access")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the `fields` given in `extra`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = dt.datetime.fromtimestamp(record.created, dt.UTC)
+        line: dict[str, Any] = {
+            "ts": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+def configure(level: str, fmt: str, access: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    ACCESS.disabled = not access
+
+
+def access_fields(ex: Exchange) -> dict[str, Any]:
+    return {
+        "event": "access",
+        "request_id": ex.request_id,
+        "path": ex.path,
+        "model": ex.model,
+        "version": ex.version,
+        "status": ex.status,
+        "outcome": ex.outcome,
+        "stream": ex.stream,
+        "latency_ms": round(ex.duration * 1000, 2),
+        "ttft_ms": None if ex.ttft is None else round(ex.ttft * 1000, 2),
+        "prompt_tokens": ex.prompt_tokens,
+        "completion_tokens": ex.completion_tokens,
+        "attempts": len(ex.attempts),
+        "retries": max(len(ex.attempts) - 1, 0),
+        "client": ex.client or None,
+        "route": ex.routing_reason or None,
+    }
+
+
+def log_access(ex: Exchange) -> None:
+    if not ACCESS.disabled and ACCESS.isEnabledFor(logging.INFO):
+        ACCESS.info("%s %s", ex.status, ex.path, extra={"fields": access_fields(ex)})
+
+
+def event(logger: logging.Logger, name: str, message: str, **fields: Any) -> None:
+    """A structured event line (reloads, ejections, canary decisions)."""
+    logger.info(message, extra={"fields": {"event": name, **fields}})
