@@ -18,6 +18,7 @@ import uvicorn
 
 from gateway.app import GatewayApp
 from gateway.config.schema import Drain
+from gateway.edge import protocol_for
 
 log = logging.getLogger("gateway.server")
 
@@ -53,12 +54,16 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(app: GatewayApp, host: str, port: int, drain: Drain) -> None:
+    cfg = app.gateway.runtime.config
+    proxies = list(cfg.listen.trusted_proxies)
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_for(cfg.limits),
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
         lifespan="on",
         access_log=False,
         server_header=False,

@@ -34,6 +34,8 @@ def check_name(value: str, what: str) -> str:
 class Listen(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    # proxies whose X-Forwarded-For / -Proto are believed (addresses or CIDRs); none by default
+    trusted_proxies: tuple[str, ...] = Field((), strict=False)
 
 
 class Store(Strict):
@@ -83,6 +85,9 @@ class Limits(Strict):
     max_body_bytes: int = Field(DEFAULT_MAX_BODY, ge=1024, le=1 << 30)
     max_response_bytes: int = Field(16 << 20, ge=1024, le=1 << 30)
     max_inflight: int = Field(1024, ge=1, le=1_000_000)  # beyond: 503 with Retry-After
+    max_headers: int = Field(100, ge=8, le=10_000)  # header fields per request (431 beyond)
+    max_header_bytes: int = Field(32 << 10, ge=1024, le=1 << 20)  # request head size (431)
+    header_timeout_s: float = Field(10.0, gt=0, le=600)  # the whole head must arrive by then
 
 
 class Upstream(Strict):

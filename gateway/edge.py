@@ -1,0 +1,112 @@
+"""The HTTP edge: limits enforced while a request's head is parsed, before the app sees it.
+
+Owns a subclass of uvicorn's httptools protocol (the parser that already rejects smuggling-shaped
+requests — Content-Length with Transfer-Encoding, duplicate or malformed lengths, obfuscated
+encodings, obs-fold — with 400 and closes). On top of it: at most `max_headers` header fields
+and `max_header_bytes` of request head (431, counted as bytes arrive, so a giant header never
+gets buffered), exactly one plain `Host` (400), and a deadline for the whole head to arrive
+(`header_timeout_s`), which closes slowloris connections. Every refusal closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.config.schema import Limits
+
+BAD_HOST_CHARS = frozenset(b"/?#@ \t\\")
+REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
+
+
+class _Refuse(Exception):
+    """Raised from a parser callback; the parser error it becomes is answered with `status`."""
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    max_headers = 100
+    max_header_bytes = 32 << 10
+    header_timeout_s = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_bytes = 0
+        self._in_head = True
+        self._header_count = 0
+        self._host_seen = False
+        self._refusal: tuple[int, str] | None = None
+        self._timer: asyncio.TimerHandle | None = self.loop.call_later(
+            self.header_timeout_s, self._head_timeout
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head and not self.transport.is_closing():
+            self._head_bytes += len(data)  # still no end of head: all of it was head
+            if self._head_bytes > self.max_header_bytes:
+                self._refuse(431, "request head too large")
+
+    def send_400_response(self, msg: str) -> None:
+        refusal, self._refusal = self._refusal, None
+        if refusal is None:
+            super().send_400_response(msg)
+        else:
+            self._refuse(*refusal)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes, self._header_count, self._host_seen = True, 0, 0, False
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.header_timeout_s, self._head_timeout)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.max_headers:
+            self._refusal = (431, f"more than {self.max_headers} header fields")
+            raise _Refuse
+        if name.lower() == b"host":
+            if self._host_seen or BAD_HOST_CHARS.intersection(value):
+                self._refusal = (400, "invalid or repeated Host header")
+                raise _Refuse
+            self._host_seen = True
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._cancel_timer()
+        super().on_headers_complete()
+
+    def _head_timeout(self) -> None:
+        self._timer = None
+        if self._in_head and not self.transport.is_closing():
+            self.transport.close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _refuse(self, status: int, message: str) -> None:
+        body = message.encode()
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (status, REASONS[status], len(body), body)
+        )
+        self.transport.close()
+
+
+def protocol_for(limits: Limits) -> type[Any]:
+    """The protocol class with this config's limits."""
+    attrs = {
+        "max_headers": limits.max_headers,
+        "max_header_bytes": limits.max_header_bytes,
+        "header_timeout_s": limits.header_timeout_s,
+    }
+    return type("GatewayHttpProtocol", (GuardedHttpToolsProtocol,), attrs)
