@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -105,10 +106,8 @@ def test_header_count_and_size_limits_431(edge_gw: Gateway) -> None:
                 time.sleep(0.001)
         except OSError:
             pass
-        try:
+        with contextlib.suppress(OSError):
             reply = sock.recv(4096)
-        except OSError:
-            pass
     assert sent < 256 << 10  # cut off long before the megabyte was accepted
     assert reply == b"" or reply.startswith(b"HTTP/1.1 431")
 
