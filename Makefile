@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench clean
+.PHONY: demo test lint bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,9 +21,12 @@ lint: $(STAMP)
 	$(BIN)/mypy gateway
 
 test: lint
-	@if [ "$${CI:-}" = "true" ] && ! command -v redis-server >/dev/null; then \
-		echo "FATAL: redis-server is required for the test suite (Debian: apt-get install redis-server)"; exit 1; fi
+	@if [ "$${CI:-}" = "true" ]; then for bin in redis-server promtool; do command -v $$bin >/dev/null || { \
+		echo "FATAL: $$bin is required for the test suite (Debian: apt-get install redis-server prometheus)"; exit 1; }; done; fi
 	$(BIN)/pytest -q -p no:cacheprovider
+
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=500 $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_fuzz.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -15,18 +15,15 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from random import Random
-from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException
+from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
+from gateway import openapi
 from gateway.admin import admin_router
 from gateway.api import ProxyEndpoint
-from gateway.auth import Client
 from gateway.config import GatewayConfig
-from gateway.errors import GatewayError
+from gateway.errors import ClientError
 from gateway.forward import Forwarder
 from gateway.observability import Metrics
 from gateway.registry import PROXY_PATHS
@@ -34,6 +31,7 @@ from gateway.reload import Reloader
 from gateway.resilience.health import HealthTable
 from gateway.runtime import Gateway, Runtime
 from gateway.upstream import AiohttpTransport, Transport
+from gateway.web import build_web
 
 PROXY_ROUTES = frozenset(f"/v1{p}" for p in PROXY_PATHS)
 
@@ -47,10 +45,26 @@ class GatewayApp:
         self._proxy = ProxyEndpoint(gateway, rng)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in PROXY_ROUTES:
-            await self._proxy(scope, receive, send)
+        if scope["type"] == "http" and scope["path"] in PROXY_ROUTES:
+            if scope["method"] == "POST":
+                await self._proxy(scope, receive, send)
+            else:
+                await _method_not_allowed(send)
         else:
             await self.web(scope, receive, send)
+
+
+async def _method_not_allowed(send: Send) -> None:
+    err = ClientError("use POST for this endpoint", code="method_not_allowed")
+    err.status = 405
+    body = err.body()
+    headers = [
+        (b"allow", b"POST"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 405, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(
@@ -85,9 +99,10 @@ def create_app(
                 task.cancel()
             await gateway.forwarder.close()
 
-    web = _web(gateway, lifespan)
+    web = build_web(gateway, lifespan)
     if admin_token:
         web.include_router(admin_router(admin_token, gateway, reloader))
+    openapi.install(web, lambda: sorted(gateway.runtime.registry.models))
     return GatewayApp(gateway, web, rng)
 
 
@@ -98,58 +113,3 @@ def _start_reload(reloader: Reloader | None) -> list[asyncio.Task[None]]:
     with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
         loop.add_signal_handler(signal.SIGHUP, reloader.reload)
     return [loop.create_task(reloader.watch())]
-
-
-def _web(gateway: Gateway, lifespan: Any) -> FastAPI:
-    web = FastAPI(
-        title="LLM version gateway", version="1", lifespan=lifespan, docs_url=None, redoc_url=None
-    )
-
-    @web.exception_handler(GatewayError)
-    async def gateway_error(_: Request, err: GatewayError) -> Response:
-        headers = {k.decode(): v.decode() for k, v in err.headers()}
-        return Response(err.body(), err.status, headers, media_type="application/json")
-
-    @web.exception_handler(HTTPException)
-    async def http_error(_: Request, err: HTTPException) -> Response:
-        wrapped = GatewayError(
-            str(err.detail), code="not_found" if err.status_code == 404 else None
-        )
-        wrapped.status, wrapped.type = err.status_code, "invalid_request_error"
-        return Response(wrapped.body(), status_code=err.status_code, media_type="application/json")
-
-    def caller(request: Request) -> Client:
-        auth = request.headers.get("authorization")
-        return gateway.runtime.keys.authenticate(auth.encode("latin-1") if auth else None)
-
-    @web.get("/v1/models", summary="List models with their versions, aliases and metadata")
-    async def list_models(request: Request) -> JSONResponse:
-        return JSONResponse(gateway.runtime.registry.describe(caller(request).may_use))
-
-    @web.get("/v1/models/{model_id:path}", summary="One model (`chat`) or one version (`chat@v1`)")
-    async def get_model(model_id: str, request: Request) -> JSONResponse:
-        client = caller(request)
-        name, sep, ref = model_id.partition("@")
-        model = gateway.runtime.registry.model(name, client.may_use)
-        client.check(model.name, bool(sep))
-        if not sep:
-            return JSONResponse(model.describe())
-        version = model.version(ref)
-        return JSONResponse(version.describe(model.aliases_of(version.id)))
-
-    @web.get("/healthz", summary="Liveness")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @web.get("/readyz", summary="Readiness: config loaded, able to route, not draining")
-    async def readyz() -> JSONResponse:
-        ready = gateway.ready and not gateway.draining and bool(gateway.runtime.registry.models)
-        status = "draining" if gateway.draining else "ready" if ready else "not ready"
-        body = {"status": status, "revision": gateway.runtime.revision}
-        return JSONResponse(body, status_code=200 if ready else 503)
-
-    @web.get("/metrics", summary="Prometheus metrics")
-    async def metrics() -> Response:
-        return Response(gateway.runtime.metrics.scrape(), media_type="text/plain; version=0.0.4")
-
-    return web

@@ -1,0 +1,94 @@
+"""The web routes beside the data plane: model listing, health, readiness and metrics.
+
+A FastAPI app (it also publishes the OpenAPI document). Errors keep OpenAI's shape everywhere,
+including the framework's own 404/405 (whose headers, such as `Allow`, are kept).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException
+
+from gateway.auth import Client
+from gateway.errors import GatewayError
+from gateway.openapi import ERROR
+from gateway.runtime import Gateway
+
+ERR = {"content": {"application/json": {"schema": ERROR}}}
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid API key", **ERR},
+    403: {"description": "The key may not use this model or pin", **ERR},
+}
+
+
+def build_web(gateway: Gateway, lifespan: Any) -> FastAPI:
+    web = FastAPI(
+        title="LLM version gateway", version="1", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
+    _error_handlers(web)
+
+    def caller(request: Request) -> Client:
+        auth = request.headers.get("authorization")
+        return gateway.runtime.keys.authenticate(auth.encode("latin-1") if auth else None)
+
+    @web.get(
+        "/v1/models",
+        summary="List models with their versions, aliases and metadata",
+        responses=AUTH_ERRORS,
+    )
+    async def list_models(request: Request) -> JSONResponse:
+        return JSONResponse(gateway.runtime.registry.describe(caller(request).may_use))
+
+    @web.get(
+        "/v1/models/{model_id:path}",
+        summary="One model (`chat`) or one version (`chat@v1`)",
+        responses={**AUTH_ERRORS, 404: {"description": "Unknown model or version", **ERR}},
+    )
+    async def get_model(model_id: str, request: Request) -> JSONResponse:
+        client = caller(request)
+        name, sep, ref = model_id.partition("@")
+        model = gateway.runtime.registry.model(name, client.may_use)
+        client.check(model.name, bool(sep))
+        if not sep:
+            return JSONResponse(model.describe())
+        version = model.version(ref)
+        return JSONResponse(version.describe(model.aliases_of(version.id)))
+
+    @web.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @web.get(
+        "/readyz",
+        summary="Readiness: config loaded, able to route, not draining",
+        responses={503: {"description": "Not ready (starting or draining)"}},
+    )
+    async def readyz() -> JSONResponse:
+        ready = gateway.ready and not gateway.draining and bool(gateway.runtime.registry.models)
+        status = "draining" if gateway.draining else "ready" if ready else "not ready"
+        body = {"status": status, "revision": gateway.runtime.revision}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @web.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        return Response(gateway.runtime.metrics.scrape(), media_type="text/plain; version=0.0.4")
+
+    return web
+
+
+def _error_handlers(web: FastAPI) -> None:
+    @web.exception_handler(GatewayError)
+    async def gateway_error(_: Request, err: GatewayError) -> Response:
+        headers = {k.decode(): v.decode() for k, v in err.headers()}
+        return Response(err.body(), err.status, headers, media_type="application/json")
+
+    @web.exception_handler(HTTPException)
+    async def http_error(_: Request, err: HTTPException) -> Response:
+        wrapped = GatewayError(
+            str(err.detail), code="not_found" if err.status_code == 404 else None
+        )
+        wrapped.status, wrapped.type = err.status_code, "invalid_request_error"
+        return Response(wrapped.body(), err.status_code, err.headers, media_type="application/json")
