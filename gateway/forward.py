@@ -140,6 +140,8 @@ async def _relay(
         await relay.run(first, chunks, timeouts.idle_s, end_at)
         return
     body = await _read_all(first, chunks, timeouts.idle_s, limits.max_response_bytes)
+    if status >= 400 and version.api_key:
+        body = redact(body, version.api_key)
     ex.status = status
     ex.outcome = _outcome(status)
     if (
@@ -188,3 +190,11 @@ def _retry_after(headers: Sequence[tuple[bytes, bytes]]) -> float | None:
             except ValueError:
                 return None
     return None
+
+
+def redact(body: bytes, secret: str) -> bytes:
+    """`body` with the upstream credential (and any 8-character prefix of it) blanked out: an
+    upstream error that echoes our request must not hand the key to the client."""
+    key = secret.encode()
+    body = body.replace(key, b"[redacted]")
+    return body.replace(key[:8], b"[redacted]") if len(key) >= 8 else body

@@ -21,6 +21,16 @@ import httpx
 import yaml
 
 PY = sys.executable
+# Every secret any test hands a gateway, and every gateway log: scanned at the end of the session
+# (tests/conftest.py) so no scenario of the suite may print a secret.
+SECRETS: set[str] = set()
+GATEWAY_LOGS: list[Path] = []
+
+
+def secret(value: str) -> str:
+    """Register `value` as a secret the gateway must never reveal; returns it."""
+    SECRETS.add(value)
+    return value
 
 
 def free_port() -> int:
@@ -104,6 +114,8 @@ def gateway(
     path = tmp / f"gateway-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
     log_path = tmp / f"gateway-{port}.log"
+    GATEWAY_LOGS.append(log_path)
+    SECRETS.update(v for k, v in (env or {}).items() if "KEY" in k or "TOKEN" in k)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [PY, "-m", "gateway", "serve", "--config", str(path)],

@@ -226,7 +226,11 @@ class MockUpstream:
             self._disconnected()
         elif fault.status or unlucky:
             status = fault.status or 500
-            await self._error(conn, status, f"mock upstream injected a {status}", "mock_fault")
+            message = f"mock upstream injected a {status}"
+            if fault.echo:
+                headers = dict(self.stats.last_headers)
+                message += f" for {path}?key={headers.get('authorization', '')}; headers: {headers}"
+            await self._error(conn, status, message, "mock_fault")
         elif fault.empty:
             await _send_all(conn.send, 200, SSE_HEADERS, b"")
             self._sent(200)

@@ -9,6 +9,8 @@
     stall-after:N      send N stream events, then go silent until the client disconnects
     cut:N              send N stream events, then end the body cleanly (no ``[DONE]``)
     empty              ``text/event-stream`` headers and an empty body
+    echo               with ``fail``: the error message echoes the request's headers (a leaky
+                       upstream, for secret-hygiene tests)
     chunks:N           content chunks for this request
     chunk-delay:MS     delay between stream chunks for this request
 
@@ -48,6 +50,7 @@ class Fault:
     stall_after: int | None = None
     cut: int | None = None
     empty: bool = False
+    echo: bool = False
     chunks: int | None = None
     chunk_delay_ms: float | None = None
 
@@ -83,7 +86,7 @@ def parse_fault(header: str) -> Fault:
             fault.latency_ms = _millis(arg)
         elif name == "ttft":
             fault.ttft_ms = _millis(arg)
-        elif name in ("stall", "empty") and not arg:
+        elif name in ("stall", "empty", "echo") and not arg:
             setattr(fault, name, True)
         elif name == "stall-after":
             fault.stall_after = _count(arg)
