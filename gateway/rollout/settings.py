@@ -18,7 +18,7 @@ OnInconclusive = Literal["hold", "rollback"]
 class Step:
     weight: float  # candidate share in percent, (0, 100)
     min_samples: int = 500  # candidate requests in this step before it may advance
-    min_duration_s: float = 300.0
+    min_duration_s: float = 600.0
     max_duration_s: float = 3600.0  # then `on_inconclusive` applies
 
 
@@ -82,4 +82,4 @@ class CanarySettings:
         return 1.0 - self.analysis.slow_percentile / 100.0
 
     def weight(self, step: int) -> float:
-        return self.steps[step].weight
+        return float(self.steps[step].weight)

@@ -49,7 +49,7 @@ def log_mean_exp(values: Sequence[float]) -> float:
     top = max(values)
     if top == -math.inf:
         return -math.inf
-    return top + math.log(math.fsum(math.exp(v - top) for v in values) / len(values))
+    return top + math.log(sum([math.exp(v - top) for v in values]) / len(values))
 
 
 def capped_exp(log_value: float) -> float:
@@ -80,17 +80,23 @@ class EProcess:
         """Add one time bucket: requests (n) and events (k) of the candidate and the baseline."""
         if k_c + k_b == 0 or n_c == 0 or n_b == 0:
             return self  # every factor is exactly 1: no information in this bucket
+        # ln(π_j/π0) = ln(θ_j/θ0) + ln(D0/Dj) and ln((1−π_j)/(1−π0)) = ln(D0/Dj), D = 1 + ρ(θ−1)
         rho = n_c / (n_c + n_b)
-        p0 = event_share(rho, self.null)
-        lp0, lq0 = math.log(p0), math.log1p(-p0)
-        terms = []
-        for theta, acc in zip(self.thetas, self.log_terms, strict=True):
-            pj = event_share(rho, theta)
-            terms.append(acc + k_c * (math.log(pj) - lp0) + k_b * (math.log1p(-pj) - lq0))
-        return EProcess(self.null, self.thetas, tuple(terms), self.events + k_c + k_b)
+        k = k_c + k_b
+        base = k * math.log1p(rho * (self.null - 1.0)) - k_c * math.log(self.null)
+        terms = [
+            acc + base + k_c * math.log(theta) - k * math.log1p(rho * (theta - 1.0))
+            for theta, acc in zip(self.thetas, self.log_terms, strict=True)
+        ]
+        return EProcess(self.null, self.thetas, tuple(terms), self.events + k)
 
     def log_value(self) -> float:
         return log_mean_exp(self.log_terms)
+
+    def reaches(self, threshold: float) -> bool:
+        """Whether the e-value is ≥ threshold (cheap when no component is near it)."""
+        log_threshold = math.log(threshold)
+        return max(self.log_terms) >= log_threshold and self.log_value() >= log_threshold
 
     def value(self) -> float:
         return capped_exp(self.log_value())
