@@ -154,7 +154,7 @@ class ProxyEndpoint:
             ex.routing_reason = "pinned"
             return (target.pinned.id,)
         model = target.model
-        plan = model.policy.plan(RequestContext(headers, payload), self._rng)
+        plan = model.policy.plan(RequestContext(headers, payload, ex.client), self._rng)
         ex.routing_reason = plan.reason
         ordered = attempt_order(plan.versions[0], plan.versions, model.fallback)
         healthy = self._gw.health.order(model.name, ordered, model.ejection)

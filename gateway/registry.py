@@ -165,7 +165,7 @@ def _model_entry(
         name=name,
         versions=versions,
         aliases=dict(model.aliases),
-        policy=build_policy(model),
+        policy=build_policy(name, model),
         timeouts=merged(defaults.timeouts, r.timeouts),
         retry=merged(defaults.retry, r.retry),
         ejection=merged(defaults.ejection, r.ejection),

@@ -13,7 +13,7 @@ from pathlib import Path as FsPath
 
 from pydantic import ValidationError
 
-from gateway.config.checks import check_config
+from gateway.config.checks import check_config, check_typed
 from gateway.config.schema import GatewayConfig
 from gateway.config.yamlsource import MAX_CONFIG_BYTES, Path, YamlDocument, format_path, read_yaml
 from gateway.errors import ConfigError
@@ -54,6 +54,8 @@ def parse_config(text: str, environ: Mapping[str, str]) -> GatewayConfig:
         line = _with_line(path, message, doc)
         if line not in problems:
             problems.append(line)
+    if cfg is not None and not problems:
+        problems = [_with_line(path, msg, doc) for path, msg in check_typed(cfg)]
     if problems or cfg is None:
         raise ConfigError(problems)
     return cfg

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from gateway.config.schema import check_name
+from gateway.config.schema import GatewayConfig, check_name
 from gateway.config.yamlsource import Path
 
 Problem = tuple[Path, str]
@@ -61,6 +61,7 @@ def _check_model(
         if isinstance(target, str) and target not in versions:
             yield apath, f"unknown version {target!r} (known: {known})"
     routing = _dict(model.get("routing"))
+    yield from _check_routing_refs((*base, "routing"), routing, versions, known)
     fallback = routing.get("fallback")
     for i, vid in enumerate(fallback if isinstance(fallback, list) else []):
         if isinstance(vid, str) and vid not in versions:
@@ -109,3 +110,55 @@ def _check_keys(keys: Any, models: dict[Any, Any]) -> Iterator[Problem]:
         for j, name in enumerate(allowed if isinstance(allowed, list) else []):
             if name != "*" and name not in models:
                 yield (*path, "models", j), f"unknown model {name!r}"
+
+
+def _check_routing_refs(
+    rpath: Path, routing: dict[str, Any], versions: dict[Any, Any], known: str
+) -> Iterator[Problem]:
+    """Versions named by the canary, rules and shadow exist; a canary strategy has a canary."""
+
+    def unknown(path: Path, vid: Any) -> Iterator[Problem]:
+        if isinstance(vid, str) and vid not in versions:
+            yield path, f"unknown version {vid!r} (known: {known})"
+
+    canary = routing.get("canary")
+    if routing.get("strategy") == "canary" and not isinstance(canary, dict):
+        yield (*rpath, "strategy"), "strategy 'canary' needs a routing.canary block"
+    if isinstance(canary, dict):
+        for arm in ("baseline", "candidate"):
+            yield from unknown((*rpath, "canary", arm), canary.get(arm))
+        if canary.get("baseline") is not None and canary.get("baseline") == canary.get("candidate"):
+            yield (*rpath, "canary", "candidate"), "the candidate must differ from the baseline"
+    rules = routing.get("rules")
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        yield from unknown((*rpath, "rules", i, "version"), _dict(rule).get("version"))
+    yield from unknown((*rpath, "shadow", "version"), _dict(routing.get("shadow")).get("version"))
+
+
+def check_typed(cfg: GatewayConfig) -> Iterator[Problem]:
+    """Rules that need the typed config: a canary must be able to reach a decision."""
+    # imported here: the rollout package builds on the config package, not the other way round
+    from gateway.rollout.from_config import canary_settings
+    from gateway.rollout.validate import validate_canary
+
+    for name, model in cfg.models.items():
+        canary = model.routing.canary
+        if canary is None:
+            continue
+        base: Path = ("models", name, "routing", "canary")
+        settings = canary_settings(canary)
+        for problem in validate_canary(settings, canary.expected_rps, canary.expected_error_rate):
+            where, _, message = problem.partition(": ")
+            yield (*base, *_canary_path(where)), message
+
+
+def _canary_path(where: str) -> Path:
+    """`steps[1].weight` → ("steps", 1, "weight")."""
+    out: list[str | int] = []
+    for part in where.replace("]", "").split("."):
+        name, _, index = part.partition("[")
+        if name:
+            out.append(name)
+        if index.isdigit():
+            out.append(int(index))
+    return tuple(out)

@@ -55,6 +55,7 @@ class Admin(Strict):
 
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+STICKY_RE = re.compile(r"^(header:[A-Za-z0-9-]{1,64}|user|api_key)$")
 
 
 class RateLimit(Strict):
@@ -167,8 +168,81 @@ class Defaults(Strict):
     ejection: Ejection = Ejection()
 
 
+class CanaryStep(Strict):
+    weight: float = Field(gt=0, lt=100)  # candidate share, percent
+    min_samples: int = Field(500, ge=1)
+    min_duration_s: float = Field(600.0, ge=0)
+    max_duration_s: float = Field(3600.0, gt=0)
+
+
+class CanaryAnalysis(Strict):
+    alpha_harm: float = Field(0.05, gt=0, lt=0.5)
+    alpha_safe: float = Field(0.05, gt=0, lt=0.5)
+    error_margin_rel: float = Field(1.5, gt=1)
+    error_margin_abs: float = Field(0.005, ge=0, lt=1)
+    latency_margin_rel: float = Field(1.5, gt=1)
+    slow_percentile: float = Field(95.0, gt=50, lt=100)
+    metric: Literal["latency", "ttft", "none"] = "latency"
+    warmup_requests: int = Field(50, ge=0)
+    warmup_s: float = Field(60.0, ge=0)
+    bucket_s: int = Field(10, ge=1, le=300)  # evidence is judged once per bucket
+
+
+class CanaryGuardrails(Strict):
+    consecutive_failures: int = Field(5, ge=1)
+    max_error_rate: float = Field(0.20, gt=0, le=1)
+    min_requests: int = Field(20, ge=1)
+
+
+class Canary(Strict):
+    baseline: str
+    candidate: str
+    steps: tuple[CanaryStep, ...] = Field(
+        (
+            CanaryStep(weight=10, min_samples=500, min_duration_s=600, max_duration_s=5400),
+            CanaryStep(weight=25, min_samples=1000, min_duration_s=600, max_duration_s=3600),
+            CanaryStep(weight=50, min_samples=1000, min_duration_s=600, max_duration_s=3600),
+        ),
+        min_length=1,
+        strict=False,
+    )
+    analysis: CanaryAnalysis = CanaryAnalysis()
+    guardrails: CanaryGuardrails = CanaryGuardrails()
+    on_inconclusive: Literal["hold", "rollback"] = "hold"
+    srm_alpha: float = Field(1e-4, gt=0, lt=0.1)
+    promote_alias: str = "stable"  # pointed at the candidate when the canary is promoted
+    expected_rps: float | None = Field(None, gt=0)  # for `gateway validate`'s projection
+    expected_error_rate: float = Field(0.01, gt=0, lt=1)
+
+
+class RuleMatch(Strict):
+    headers: dict[str, str] = Field(min_length=1)
+
+
+class Rule(Strict):
+    match: RuleMatch
+    version: str
+
+
+class Shadow(Strict):
+    version: str
+    percent: float = Field(gt=0, le=100)
+
+
 class Routing(Strict):
-    strategy: Literal["weighted"] = "weighted"
+    strategy: Literal["weighted", "canary"] = "weighted"
+    canary: Canary | None = None
+    sticky_key: str | None = None  # header:<name> | user | api_key
+    rules: tuple[Rule, ...] = Field((), strict=False)  # first match wins; excluded from analysis
+    shadow: Shadow | None = None
+
+    @field_validator("sticky_key")
+    @classmethod
+    def _sticky(cls, value: str | None) -> str | None:
+        if value is not None and not STICKY_RE.match(value):
+            raise ValueError("sticky_key must be header:<name>, user or api_key")
+        return value
+
     weights: dict[str, float] | None = None
     fallback: tuple[str, ...] | None = Field(None, strict=False)  # order after the chosen one
     retry: Retry | None = None

@@ -6,21 +6,43 @@ from collections.abc import Callable
 
 from gateway.config.schema import Model
 from gateway.routing.base import Policy, RequestContext, RoutePlan
+from gateway.routing.rules import RuledPolicy
+from gateway.routing.sticky import key_getter
 from gateway.routing.weighted import WeightedPolicy
 
 __all__ = ["Policy", "RequestContext", "RoutePlan", "build_policy"]
 
 
-def _weighted(model: Model) -> Policy:
+def _weighted(name: str, model: Model, canary_weight: float | None) -> Policy:
     weights = model.routing.weights
     if weights is None:  # the checks guarantee one version, or a 'stable' alias
         stable = model.aliases.get("stable", next(iter(model.versions)))
         weights = {stable: 1.0}
-    return WeightedPolicy({vid: weights.get(vid, 0.0) for vid in model.versions})
+    key_of = key_getter(model.routing.sticky_key)
+    ordered = {vid: weights.get(vid, 0.0) for vid in model.versions}
+    return WeightedPolicy(ordered, key_of, name.encode())
 
 
-POLICIES: dict[str, Callable[[Model], Policy]] = {"weighted": _weighted}
+def _canary(name: str, model: Model, canary_weight: float | None) -> Policy:
+    """Two arms, candidate first (so a sticky key only ever moves into the candidate)."""
+    canary = model.routing.canary
+    assert canary is not None  # the checks guarantee it
+    weight = canary.steps[0].weight if canary_weight is None else canary_weight
+    arms = {canary.candidate: weight, canary.baseline: 100.0 - weight}
+    arms.update({vid: 0.0 for vid in model.versions if vid not in arms})
+    salt = f"{name}:{canary.candidate}".encode()  # a new rollout reshuffles keys
+    return WeightedPolicy(arms, key_getter(model.routing.sticky_key), salt, reason="canary")
 
 
-def build_policy(model: Model) -> Policy:
-    return POLICIES[model.routing.strategy](model)
+POLICIES: dict[str, Callable[[str, Model, float | None], Policy]] = {
+    "weighted": _weighted,
+    "canary": _canary,
+}
+
+
+def build_policy(name: str, model: Model, canary_weight: float | None = None) -> Policy:
+    """The model's policy; `canary_weight` is the canary's current weight (percent), if any."""
+    policy = POLICIES[model.routing.strategy](name, model, canary_weight)
+    if model.routing.rules:
+        policy = RuledPolicy(model.routing.rules, policy, tuple(model.versions))
+    return policy

@@ -25,6 +25,7 @@ class RequestContext:
 
     headers: Mapping[bytes, bytes]
     body: Mapping[str, object]
+    client: str = ""  # the API key's id, for `sticky_key: api_key`
 
 
 class Policy(Protocol):

@@ -1,8 +1,9 @@
 """Weighted random choice among a model's versions.
 
-The first version is drawn with probability weight/total from the injected RNG (one uniform draw
-and a bisect over precomputed cumulative weights); the others follow, heaviest first, as the
-fallback order. Versions of weight 0 are never drawn but may serve as fallbacks.
+The first version is drawn with probability weight/total: one uniform point — from the injected
+RNG, or fixed by the request's sticky key — and a bisect over precomputed cumulative weights, in
+the order the weights are given; the others follow, heaviest first, as the fallback order.
+Versions of weight 0 are never drawn but may serve as fallbacks.
 """
 
 from __future__ import annotations
@@ -13,12 +14,28 @@ from itertools import accumulate
 from random import Random
 
 from gateway.routing.base import RequestContext, RoutePlan
+from gateway.routing.sticky import KeyOf, point
 
 
 class WeightedPolicy:
-    __slots__ = ("_cumulative", "_ids", "_plans", "_shares", "_total")
+    __slots__ = (
+        "_cumulative",
+        "_ids",
+        "_key_of",
+        "_plans",
+        "_reason",
+        "_salt",
+        "_shares",
+        "_total",
+    )
 
-    def __init__(self, weights: Mapping[str, float]) -> None:
+    def __init__(
+        self,
+        weights: Mapping[str, float],
+        key_of: KeyOf | None = None,
+        salt: bytes = b"",
+        reason: str = "weighted",
+    ) -> None:
         live = [(vid, w) for vid, w in weights.items() if w > 0]
         if not live:
             raise ValueError("at least one version needs a positive weight")
@@ -28,13 +45,16 @@ class WeightedPolicy:
         self._shares = {vid: weights[vid] / self._total for vid in weights}
         by_weight = sorted(weights, key=lambda v: (-weights[v], v))
         self._plans = tuple(
-            RoutePlan((vid, *(o for o in by_weight if o != vid)), "weighted") for vid in self._ids
+            RoutePlan((vid, *(o for o in by_weight if o != vid)), reason) for vid in self._ids
         )
+        self._key_of, self._salt, self._reason = key_of, salt, reason
 
     def plan(self, ctx: RequestContext, rng: Random) -> RoutePlan:
         if len(self._plans) == 1:
             return self._plans[0]
-        index = bisect_right(self._cumulative, rng.random() * self._total)
+        key = self._key_of(ctx) if self._key_of is not None else None
+        u = point(self._salt, key) if key is not None else rng.random()
+        index = bisect_right(self._cumulative, u * self._total)
         return self._plans[min(index, len(self._plans) - 1)]
 
     def weights(self) -> dict[str, float]:
