@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gateway.admin_client import add_commands
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
 
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     mock.add_argument("--error-rate", type=float, default=0.0)
     mock.add_argument("--seed", type=int, default=0)
     mock.set_defaults(func=cmd_mock)
+    add_commands(sub)
     keys = sub.add_parser("keys", help="client API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     new = keys_sub.add_parser("new", help="print a fresh key once, and the config lines for it")

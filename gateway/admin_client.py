@@ -1,0 +1,177 @@
+"""The operator CLI's side of the admin API: `gateway status`, `weights set`, `alias set`,
+`canary ...` and `reload`, against a running gateway.
+
+Talks HTTP to `--url` (default `http://127.0.0.1:8080`, or `GATEWAY_URL`) with the bearer token
+from `GATEWAY_ADMIN_TOKEN` (never a command-line argument, so it stays out of shell history and
+process lists). Prints tables for people; `--json` prints the API's answer as is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import httpx
+
+TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a token
+
+
+class AdminClient:
+    def __init__(self, url: str, token: str, timeout: float = 10.0) -> None:
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"),
+            timeout=timeout,
+            headers={"authorization": f"Bearer {token}"},
+        )
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        resp = self._http.request(method, path, json=body)
+        try:
+            data = resp.json()
+        except ValueError:
+            data = {"error": {"message": resp.text[:500]}}
+        if resp.status_code >= 400:
+            raise AdminError(resp.status_code, data)
+        return data
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, data: Any) -> None:
+        message = data.get("error", {}).get("message") if isinstance(data, dict) else None
+        problems = data.get("problems") if isinstance(data, dict) else None
+        super().__init__(f"HTTP {status}: {message or problems or data}")
+        self.status = status
+
+
+def add_commands(sub: Any) -> None:
+    """Register the admin verbs on the CLI's subparsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8080"))
+    common.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    status = sub.add_parser(
+        "status", parents=[common], help="models, versions, weights, live stats, canaries"
+    )
+    status.set_defaults(func=cmd_status)
+    reload = sub.add_parser("reload", parents=[common], help="re-read the config file now")
+    reload.set_defaults(func=lambda a: _run(a, "POST", "/admin/reload"))
+    weights = sub.add_parser("weights", help="routing weights").add_subparsers(
+        dest="weights_cmd", required=True
+    )
+    wset = weights.add_parser(
+        "set", parents=[common], help="e.g. weights set --model chat v1=90 v2=10"
+    )
+    wset.add_argument("--model", required=True)
+    wset.add_argument("pairs", nargs="+", metavar="VERSION=WEIGHT")
+    wset.set_defaults(func=cmd_weights_set)
+    alias = sub.add_parser("alias", help="aliases").add_subparsers(dest="alias_cmd", required=True)
+    aset = alias.add_parser("set", parents=[common], help="e.g. alias set --model chat stable v2")
+    aset.add_argument("--model", required=True)
+    aset.add_argument("alias")
+    aset.add_argument("version")
+    aset.set_defaults(
+        func=lambda a: _run(
+            a, "PUT", f"/admin/models/{a.model}/aliases/{a.alias}", {"version": a.version}
+        )
+    )
+    canary = sub.add_parser("canary", parents=[common], help="canary status and actions")
+    canary.add_argument("action", choices=["status", "pause", "resume", "promote", "rollback"])
+    canary.add_argument("--model", required=True)
+    canary.set_defaults(func=cmd_canary)
+
+
+def _client(args: argparse.Namespace) -> AdminClient:
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        raise AdminError(0, {"error": {"message": f"set {TOKEN_ENV} to the gateway's admin token"}})
+    return AdminClient(args.url, token)
+
+
+def _run(args: argparse.Namespace, method: str, path: str, body: Any = None) -> int:
+    try:
+        data = _client(args).call(method, path, body)
+    except (AdminError, httpx.HTTPError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+def cmd_weights_set(args: argparse.Namespace) -> int:
+    weights = {}
+    for pair in args.pairs:
+        vid, sep, value = pair.partition("=")
+        try:
+            weights[vid] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            print(f"error: expected VERSION=WEIGHT, got {pair!r}", file=sys.stderr)
+            return 2
+    return _run(args, "PUT", f"/admin/models/{args.model}/weights", {"weights": weights})
+
+
+def cmd_canary(args: argparse.Namespace) -> int:
+    if args.action == "status":
+        return _run(args, "GET", f"/admin/models/{args.model}/canary")
+    return _run(args, "POST", f"/admin/models/{args.model}/canary/{args.action}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        client = _client(args)
+        models = client.call("GET", "/admin/models")["data"]
+        stats = {m["id"]: client.call("GET", f"/admin/models/{m['id']}/stats") for m in models}
+        canaries = {m["id"]: _canary_or_none(client, m["id"]) for m in models}
+    except (AdminError, httpx.HTTPError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"models": models, "stats": stats, "canaries": canaries}, indent=2))
+    else:
+        print(status_table(models, stats, canaries))
+    return 0
+
+
+def _canary_or_none(client: AdminClient, model: str) -> Any:
+    try:
+        return client.call("GET", f"/admin/models/{model}/canary")
+    except AdminError as exc:
+        if exc.status in (404, 409):
+            return None
+        raise
+
+
+def status_table(
+    models: list[dict[str, Any]], stats: dict[str, Any], canaries: dict[str, Any]
+) -> str:
+    header = (
+        f"{'MODEL':<14}{'VERSION':<10}{'WEIGHT':>8}{'REQ/S':>9}{'ERR%':>8}{'P95 MS':>9}"
+        f"{'TTFT95':>9}  ALIASES / CANARY"
+    )
+    lines = [header]
+    for model in models:
+        name = model["id"]
+        per_version = stats.get(name, {}).get("versions", {})
+        canary = canaries.get(name)
+        for v in model["versions"]:
+            s = per_version.get(v["version"], {})
+            extra = ",".join(v.get("aliases", []))
+            if canary and v["version"] == canary.get("candidate"):
+                extra += f" canary:{canary['state']} step {canary['step']} @{canary['weight']:g}%"
+            lines.append(
+                f"{name:<14}{v['version']:<10}{_pct(s.get('weight', v.get('weight'))):>8}"
+                f"{_num(s.get('requests_per_s')):>9}{_pct(s.get('error_rate')):>8}"
+                f"{_num(s.get('latency_p95_ms')):>9}{_num(s.get('ttft_p95_ms')):>9}  {extra}"
+            )
+    return "\n".join(lines)
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * float(value):.1f}"
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.1f}"
