@@ -107,6 +107,8 @@ class HealthTable:
         if not failed:
             self._success(name, mh, vh, was_probe)
             return
+        if vh.ejected_until > self._clock():
+            return  # already ejected (tried anyway in panic: route, or pinned): no re-ejection
         vh.failures += 1
         if cfg.enabled and (was_probe or vh.failures >= cfg.consecutive_failures):
             self._eject(name, mh, vid, vh, cfg)
