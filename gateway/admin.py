@@ -45,4 +45,11 @@ def admin_router(token: str, gateway: Any) -> APIRouter:
     async def models() -> JSONResponse:
         return JSONResponse(gateway.runtime.registry.describe())
 
+    @router.get(
+        "/models/{model}/stats",
+        summary="Live per-version numbers over the stats window and the routing weight now",
+    )
+    async def model_stats(model: str) -> JSONResponse:
+        return JSONResponse(gateway.live.stats(model))
+
     return router

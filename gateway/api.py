@@ -51,10 +51,17 @@ class ClientLink:
 
 
 class ProxyEndpoint:
-    def __init__(self, runtime: Callable[[], Runtime], forwarder: Forwarder, rng: Random) -> None:
+    def __init__(
+        self,
+        runtime: Callable[[], Runtime],
+        forwarder: Forwarder,
+        rng: Random,
+        record: Callable[[Exchange], None] = lambda ex: None,
+    ) -> None:
         self._runtime = runtime
         self._forwarder = forwarder
         self._rng = rng
+        self._record = record  # the live store's recorder: synchronous, O(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rt = self._runtime()  # one config snapshot for the whole request
@@ -69,6 +76,7 @@ class ProxyEndpoint:
             rt.metrics.inflight.dec()
             ex.duration = loop.time() - ex.started
             rt.metrics.record(ex)
+            self._record(ex)
 
     async def _serve(
         self,

@@ -135,7 +135,7 @@ def _model_entry(name: str, model: Model, environ: Mapping[str, str]) -> ModelEn
             ),
         )
     return ModelEntry(
-        name, versions, dict(model.aliases), build_policy(model), model.routing.timeouts
+        name, versions, dict(model.aliases), build_policy(name, model), model.routing.timeouts
     )
 
 

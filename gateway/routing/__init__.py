@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 from gateway.config.schema import Model
 from gateway.routing.base import Policy, RequestContext, RoutePlan
+from gateway.routing.performance import PerformancePolicy, Route
 from gateway.routing.weighted import WeightedPolicy
 
-__all__ = ["Policy", "RequestContext", "RoutePlan", "build_policy"]
+__all__ = ["PerformancePolicy", "Policy", "RequestContext", "RoutePlan", "build_policy"]
 
 
 def _weighted(model: Model) -> Policy:
@@ -19,8 +20,15 @@ def _weighted(model: Model) -> Policy:
     return WeightedPolicy({vid: weights.get(vid, 0.0) for vid in model.versions})
 
 
-POLICIES: dict[str, Callable[[Model], Policy]] = {"weighted": _weighted}
+def _performance(name: str, model: Model) -> Policy:
+    return PerformancePolicy(Route.of(name, model))
 
 
-def build_policy(model: Model) -> Policy:
-    return POLICIES[model.routing.strategy](model)
+POLICIES: dict[str, Callable[[str, Model], Policy]] = {
+    "weighted": lambda _name, model: _weighted(model),
+    "performance": _performance,
+}
+
+
+def build_policy(name: str, model: Model) -> Policy:
+    return POLICIES[model.routing.strategy](name, model)

@@ -18,7 +18,7 @@ from gateway.routing.base import RequestContext, RoutePlan
 class WeightedPolicy:
     __slots__ = ("_cumulative", "_ids", "_plans", "_shares", "_total")
 
-    def __init__(self, weights: Mapping[str, float]) -> None:
+    def __init__(self, weights: Mapping[str, float], reason: str = "weighted") -> None:
         live = [(vid, w) for vid, w in weights.items() if w > 0]
         if not live:
             raise ValueError("at least one version needs a positive weight")
@@ -28,7 +28,7 @@ class WeightedPolicy:
         self._shares = {vid: weights[vid] / self._total for vid in weights}
         by_weight = sorted(weights, key=lambda v: (-weights[v], v))
         self._plans = tuple(
-            RoutePlan((vid, *(o for o in by_weight if o != vid)), "weighted") for vid in self._ids
+            RoutePlan((vid, *(o for o in by_weight if o != vid)), reason) for vid in self._ids
         )
 
     def plan(self, ctx: RequestContext, rng: Random) -> RoutePlan:
