@@ -8,6 +8,10 @@ interleaved with the order rotated per repeat, medians over repeats, and a pause
 so the 2-core machine is not saturated for long. Pinning as bench/run.py: proxies on core 0;
 mock, redis-server, wrk and this script on core 1.
 
+Besides throughput and latency it records the gateway's CPU time per request (from /proc: less
+sensitive than req/s to other load on the machine) and, in-process, the CPU cost of the store's
+background work (one flush, one refresh) and of `record()` for each backend.
+
 Usage: ``.venv/bin/python bench/store.py [--duration S] [--repeats N] [--pause S] [--out FILE]``.
 Prints a Markdown table for bench/RESULTS.md and writes the raw samples as JSON.
 """
@@ -15,6 +19,7 @@ Prints a Markdown table for bench/RESULTS.md and writes the raw samples as JSON.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -116,8 +121,16 @@ def table(samples: list[dict[str, Any]]) -> list[str]:
             s[key] for s in samples if s["target"] == name and s["connections"] == conns
         )
 
+    def paired(conns: int) -> float:
+        """Median over repeats of redis/memory rps measured back to back in the same repeat."""
+        by_rep: dict[int, dict[str, float]] = {}
+        for s in samples:
+            if s["connections"] == conns:
+                by_rep.setdefault(s["repeat"], {})[s["target"]] = s["rps"]
+        return statistics.median(r["gw-redis"] / r["gw-memory"] for r in by_rep.values())
+
     lines = [
-        "| conns | floor rps | gw-memory rps | gw-redis rps | redis/memory rps "
+        "| conns | floor rps | gw-memory rps | gw-redis rps | redis/memory rps (paired) "
         "| memory p50 / p99 ms | redis p50 / p99 ms | CPU µs/req memory / redis "
         "| memory/floor rps |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -126,7 +139,8 @@ def table(samples: list[dict[str, Any]]) -> list[str]:
         floor, mem, red = (med(t, conns, "rps") for t in TARGETS)
         cpu_mem, cpu_red = (med(t, conns, "cpu_us_per_request") for t in TARGETS[1:])
         lines.append(
-            f"| {conns} | {floor:.0f} | {mem:.0f} | {red:.0f} | {red / mem:.2f} "
+            f"| {conns} | {floor:.0f} | {mem:.0f} | {red:.0f} "
+            f"| {red / mem:.2f} ({paired(conns):.2f}) "
             f"| {med('gw-memory', conns, 'p50_ms'):.2f} / {med('gw-memory', conns, 'p99_ms'):.2f} "
             f"| {med('gw-redis', conns, 'p50_ms'):.2f} / {med('gw-redis', conns, 'p99_ms'):.2f} "
             f"| {cpu_mem:.0f} / {cpu_red:.0f} | {mem / floor:.2f} |"
@@ -138,6 +152,52 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (robust to a busy machine, unlike rps)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def background_cost(redis_port: int, attempts: int = 750) -> dict[str, dict[str, float]]:
+    """CPU of the store's background work, in-process: one flush of `attempts` (4 per second at
+    3,000 req/s), one refresh, and the request path's `record()` call, per backend."""
+    from gateway.config.schema import Store
+    from gateway.exchange import Attempt
+    from gateway.store import build_sync
+
+    series = [("chat", "v1"), ("chat", "v2"), ("chat", "v3")]
+    batch = [
+        [Attempt(f"v{i % 3 + 1}", 0, False, "success", 200, 0.01, 0.02 + i % 7 / 100, 10, 20)]
+        for i in range(attempts)
+    ]
+    out = {}
+    for backend in ("memory", "redis"):
+        url = f"redis://127.0.0.1:{redis_port}/0"
+        sync = build_sync(
+            Store.model_validate({"backend": backend, "redis_url": url}), {}, lambda: series
+        )
+        await sync.start()
+        began = time.process_time()
+        for _ in range(40):
+            for item in batch:
+                sync.record("chat", item)
+            await sync.flush()
+        flushed = time.process_time()
+        for _ in range(20):
+            await sync.refresh()
+        refreshed = time.process_time()
+        start = time.perf_counter()
+        for item in batch:
+            sync.record("chat", item)
+        record_us = (time.perf_counter() - start) / attempts * 1e6
+        await sync.stop()
+        out[backend] = {
+            "flush_ms": (flushed - began) / 40 * 1000,
+            "refresh_ms": (refreshed - flushed) / 20 * 1000,
+            "record_us": record_us,
+        }
+        print(
+            f"  {backend:<6} flush of {attempts} attempts {out[backend]['flush_ms']:.2f} ms CPU, "
+            f"refresh {out[backend]['refresh_ms']:.2f} ms, record() {record_us:.2f} us",
+            flush=True,
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,12 +235,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"FATAL: {name} answered {status}: {body!r}")
         samples = measure_all(targets, args)
         keys = redis_keys(redis)
+        print("background work of the store (in-process):", flush=True)
+        cost = asyncio.run(background_cost(redis.port))
     finally:
         procs.stop_all()
     lines = table(samples)
     print("\n```markdown\n" + "\n".join(lines) + "\n```")
-    meta = {**machine_notes(), "redis_keys_written": keys}
-    args.out.write_text(json.dumps({"meta": meta, "samples": samples, "table": lines}, indent=1))
+    meta = {**machine_notes(), "redis_keys_written": keys, "load_average": os.getloadavg()}
+    payload = {"meta": meta, "samples": samples, "table": lines, "background": cost}
+    args.out.write_text(json.dumps(payload, indent=1))
     print(f"redis keys written by gw-redis: {keys}\nwrote {args.out}")
     return 0 if keys else 1
 

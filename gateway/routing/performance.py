@@ -26,6 +26,7 @@ loop, and `plan()` is a weighted draw over it (the same per-request cost as weig
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from random import Random
@@ -105,8 +106,9 @@ def next_weights(
         targets = {**held, **waterfill(1.0 - sum(held.values()), raw, floors, route.ceilings)}
         for v, p in chance.items():
             details[v].update(p_near_best=p, reward=mean_reward(beliefs[v]))
+        shown = [ms if math.isfinite(ms) else None for ms in fast]  # JSON has no infinity
         for v in details:
-            details[v].update(fast_ms=fast[0], fast_ttft_ms=fast[1])
+            details[v].update(fast_ms=shown[0], fast_ttft_ms=shown[1])
     weights = _slow_start(route, prev, targets, elapsed_s)
     return Decision({v: weights.get(v, 0.0) for v in route.versions}, details)
 

@@ -110,3 +110,16 @@ async def test_performance_weights_follow_errors_and_reach_prometheus() -> None:
     assert 'gateway_store_up{backend="memory"} 1.0' in text
     assert "gateway_store_snapshot_age_seconds" in text and "gateway_redis_up" not in text
     assert 'gateway_version_latency_seconds{model="chat",quantile="0.99",version="v1"}' in text
+
+
+async def test_stats_stay_valid_json_when_every_version_fails() -> None:
+    gw, fake = app(PERF)
+    fake.answer = lambda url: FakeResponse(502, [(b"content-type", b"application/json")], [b"{}"])
+    for version in ("v1", "v2", "v3") * 10:
+        await send(gw, "POST", "/v1/chat/completions", json={"model": f"chat@{version}"})
+    await settle(gw)
+    resp = await send(gw, "GET", "/admin/models/chat/stats", headers=AUTH)
+    assert resp.status_code == 200
+    v1 = resp.json()["versions"]["v1"]
+    assert v1["error_rate"] == 1.0 and v1["latency_p50_ms"] is None
+    assert v1["routing"]["trusted"] is True and v1["routing"]["fast_ms"] is None
