@@ -117,11 +117,12 @@ def replicas(cfg: dict[str, Any], tmp: Path, n: int, stack: ExitStack) -> list[G
 def test_two_replicas_see_each_others_traffic_within_2s(
     upstream: Mock, redis: RedisServer, tmp_path: Path
 ) -> None:
-    with ExitStack() as stack:
-        a, b = replicas(config(upstream, redis.url), tmp_path, 2, stack)
+    with ExitStack() as stack:  # default refresh interval (1 s): the criterion as shipped
+        a, b = replicas(config(upstream, redis.url, refresh_interval_s=1.0), tmp_path, 2, stack)
         chat(a.base, 30)
         seen = wait_for(lambda: samples(b.base) == 30, timeout=5)
         assert seen is not None and seen <= 2.0, f"B saw A's traffic after {seen}"
+        print(f"\nB saw A's traffic {seen:.2f}s after A answered")
         chat(b.base, 10)
         assert wait_for(lambda: samples(a.base) == 40, timeout=2) is not None
         assert stats(a.base)["store"]["source"] == "redis"
