@@ -16,6 +16,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from gateway.errors import GatewayError
+from gateway.openapi import ERROR
+
+ERR = {"content": {"application/json": {"schema": ERROR}}}
 
 
 class Unauthorized(GatewayError):
@@ -64,5 +67,13 @@ def admin_router(token: str, gateway: Any, reloader: Any) -> APIRouter:
                 {"revision": result.revision, "problems": list(result.problems)}, status_code=422
             )
         return JSONResponse({"revision": result.revision, "notes": list(result.notes)})
+
+    @router.get(
+        "/models/{model}/stats",
+        summary="Live per-version numbers over the stats window and the routing weight now",
+        responses={404: {"description": "Unknown model", **ERR}},
+    )
+    async def model_stats(model: str) -> JSONResponse:
+        return JSONResponse(gateway.live.stats(model))
 
     return router

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from random import Random
 from time import perf_counter
 from typing import Any
@@ -61,9 +62,12 @@ class ClientLink:
 
 
 class ProxyEndpoint:
-    def __init__(self, gateway: Gateway, rng: Random) -> None:
+    def __init__(
+        self, gateway: Gateway, rng: Random, record: Callable[[Exchange], None] = lambda ex: None
+    ) -> None:
         self._gw = gateway
         self._rng = rng
+        self._record = record  # the live store's recorder: synchronous, O(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = self._gw
@@ -75,6 +79,7 @@ class ProxyEndpoint:
         assert task is not None
         gw.inflight += 1
         gw.tasks.add(task)
+        rt.metrics.inflight.inc()
         try:
             if gw.inflight > rt.limits.max_inflight:
                 raise Unavailable(
@@ -86,9 +91,11 @@ class ProxyEndpoint:
         finally:
             gw.inflight -= 1
             gw.tasks.discard(task)
+            rt.metrics.inflight.dec()
             ex.duration = perf_counter() - ex.started
             rt.metrics.record(ex)
             log_access(ex)
+            self._record(ex)
 
     async def _serve(
         self,

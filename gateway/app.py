@@ -2,7 +2,10 @@
 
 The top-level app is a tiny dispatcher: POSTs to the three proxy paths go straight to the pure
 ASGI `ProxyEndpoint`; everything else (models, health, metrics) goes to a FastAPI app, which also
-publishes the OpenAPI schema. The lifespan owns the one pooled upstream client per process.
+publishes the OpenAPI schema. The lifespan owns the one pooled upstream client per process and
+the background loops (store flush/refresh, performance recompute, config watch). `from_env` is
+the import-string factory `uvicorn --workers N` calls in each worker (config path in
+GATEWAY_CONFIG).
 """
 
 from __future__ import annotations
@@ -22,18 +25,21 @@ from starlette.types import Receive, Scope, Send
 from gateway import openapi
 from gateway.admin import admin_router
 from gateway.api import ProxyEndpoint
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, load_config
 from gateway.errors import ClientError
 from gateway.forward import Forwarder
+from gateway.live import Live
 from gateway.observability import Metrics
 from gateway.registry import PROXY_PATHS
 from gateway.reload import Reloader
 from gateway.resilience.health import HealthTable
 from gateway.runtime import Gateway, Runtime
+from gateway.store import SharedClock, build_sync
 from gateway.upstream import AiohttpTransport, Transport
 from gateway.web import build_web
 
 PROXY_ROUTES = frozenset(f"/v1{p}" for p in PROXY_PATHS)
+CONFIG_ENV = "GATEWAY_CONFIG"
 
 
 class GatewayApp:
@@ -42,7 +48,7 @@ class GatewayApp:
     def __init__(self, gateway: Gateway, web: FastAPI, rng: Random) -> None:
         self.gateway = gateway
         self.web = web
-        self._proxy = ProxyEndpoint(gateway, rng)
+        self._proxy = ProxyEndpoint(gateway, rng, gateway.live.record)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in PROXY_ROUTES:
@@ -74,6 +80,7 @@ def create_app(
     rng: Random | None = None,
     transport: Callable[[], Transport] = AiohttpTransport,
     config_path: str | None = None,
+    clock: SharedClock | None = None,
 ) -> GatewayApp:
     """Build the gateway for a validated config; the transport opens in the lifespan.
 
@@ -84,11 +91,17 @@ def create_app(
     health = HealthTable(time.monotonic, Random(rng.random()))
     gateway = Gateway(Runtime.build(cfg, Metrics(), env), Forwarder(None), health)
     reloader = Reloader(gateway, config_path, environ) if config_path else None
+    sync = build_sync(
+        cfg.store, env, lambda: _series(gateway.runtime), rng=Random(rng.random()), clock=clock
+    )
+    gateway.live = Live(sync, lambda: gateway.runtime, Random(rng.random()))
+    gateway.runtime.metrics.watch_live(sync, lambda: gateway.runtime.registry)
     admin_token = env.get(cfg.admin.token_env, "") if cfg.admin.token_env else ""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         gateway.forwarder.transport = transport()
+        await gateway.live.start()
         tasks = _start_reload(reloader)
         gateway.ready = True
         try:
@@ -97,6 +110,7 @@ def create_app(
             gateway.ready = False
             for task in tasks:
                 task.cancel()
+            await gateway.live.stop()
             await gateway.forwarder.close()
 
     web = build_web(gateway, lifespan)
@@ -104,6 +118,20 @@ def create_app(
         web.include_router(admin_router(admin_token, gateway, reloader))
     openapi.install(web, lambda: sorted(gateway.runtime.registry.models))
     return GatewayApp(gateway, web, rng)
+
+
+def from_env() -> GatewayApp:
+    """The app for the config file named by GATEWAY_CONFIG (one per `--workers` process)."""
+    from gateway.logs import configure
+
+    path = os.environ[CONFIG_ENV]
+    cfg = load_config(path)
+    configure(cfg.logging.level, cfg.logging.format, cfg.logging.access)
+    return create_app(cfg, config_path=path)
+
+
+def _series(runtime: Runtime) -> list[tuple[str, str]]:
+    return [(m.name, v) for m in runtime.registry.models.values() for v in m.versions]
 
 
 def _start_reload(reloader: Reloader | None) -> list[asyncio.Task[None]]:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from gateway.admin_client import add_commands
 from gateway.config import GatewayConfig, load_config
+from gateway.config.schema import Model, Performance
 from gateway.errors import ConfigError
 
 log = logging.getLogger("gateway")
@@ -45,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes (share state through Redis)"
+    )
     serve.set_defaults(func=cmd_serve)
     validate = sub.add_parser("validate", help="check a config file")
     validate.add_argument("path")
@@ -94,23 +98,37 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"{args.path}: OK — {len(cfg.models)} model(s)")
     for name, model in cfg.models.items():
         aliases = ", ".join(f"{a}→{v}" for a, v in model.aliases.items()) or "none"
-        weights = model.routing.weights or {
-            model.aliases.get("stable", next(iter(model.versions))): 100
-        }
-        split = ", ".join(f"{v}={w:g}" for v, w in weights.items())
         print(
             f"  {name}: versions {', '.join(model.versions)}; aliases {aliases}; "
-            f"{model.routing.strategy} {split}"
+            f"{model.routing.strategy} {_route_summary(model)}"
         )
     return 0
+
+
+def _route_summary(model: Model) -> str:
+    routing = model.routing
+    if routing.strategy == "performance":
+        perf = routing.performance or Performance()
+        pool = ", ".join(perf.versions or model.versions)
+        caps = ", ".join(f"{v}≤{w:g}%" for v, w in (routing.weights or {}).items())
+        return f"({perf.objective}) over {pool}" + (f"; ceilings {caps}" if caps else "")
+    weights = routing.weights or {model.aliases.get("stable", next(iter(model.versions))): 100}
+    return ", ".join(f"{v}={w:g}" for v, w in weights.items())
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 1
+    host = args.host or cfg.listen.host
     port = args.port if args.port is not None else cfg.listen.port
-    _run(cfg, args.host or cfg.listen.host, port, config_path=args.config)
+    if args.workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return 1
+    if args.workers > 1:
+        _run_workers(cfg, args.config, host, port, args.workers)
+    else:
+        _run(cfg, host, port, config_path=args.config)
     return 0
 
 
@@ -137,6 +155,27 @@ def _run(cfg: GatewayConfig, host: str, port: int, config_path: str | None = Non
         cfg.store.backend,
     )
     serve(app, host, port, cfg.drain)
+
+
+def _run_workers(cfg: GatewayConfig, path: str, host: str, port: int, workers: int) -> None:
+    """`workers` uvicorn processes, each building its own app from GATEWAY_CONFIG."""
+    import uvicorn
+
+    from gateway.app import CONFIG_ENV
+    from gateway.server import uvicorn_options
+
+    if cfg.store.backend == "memory":
+        log.warning(
+            "store.backend is memory: each of the %d workers sees only its own traffic "
+            "(use store.backend: redis to share live metrics)",
+            workers,
+        )
+    os.environ[CONFIG_ENV] = str(Path(path).resolve())
+    log.info("serving on http://%s:%d with %d workers", host, port, workers)
+    options = uvicorn_options(cfg)
+    uvicorn.run(
+        "gateway.app:from_env", factory=True, host=host, port=port, workers=workers, **options
+    )
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:

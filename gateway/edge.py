@@ -26,12 +26,19 @@ class _Refuse(Exception):
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    max_headers = 100
-    max_header_bytes = 32 << 10
-    header_timeout_s = 10.0
+    """Limits come from the app's current config (so they follow reloads), else the defaults."""
+
+    max_headers = Limits().max_headers
+    max_header_bytes = Limits().max_header_bytes
+    header_timeout_s = Limits().header_timeout_s
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        limits = _limits_of(self.app)
+        if limits is not None:
+            self.max_headers = limits.max_headers
+            self.max_header_bytes = limits.max_header_bytes
+            self.header_timeout_s = limits.header_timeout_s
         self._head_bytes = 0
         self._in_head = True
         self._header_count = 0
@@ -102,11 +109,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def protocol_for(limits: Limits) -> type[Any]:
-    """The protocol class with this config's limits."""
-    attrs = {
-        "max_headers": limits.max_headers,
-        "max_header_bytes": limits.max_header_bytes,
-        "header_timeout_s": limits.header_timeout_s,
-    }
-    return type("GatewayHttpProtocol", (GuardedHttpToolsProtocol,), attrs)
+def _limits_of(app: Any) -> Limits | None:
+    """The running config's limits, found through uvicorn's middleware wrappers."""
+    for _ in range(8):
+        gateway = getattr(app, "gateway", None)
+        if gateway is not None:
+            return gateway.runtime.limits  # type: ignore[no-any-return]
+        app = getattr(app, "app", None)
+    return None

@@ -128,3 +128,23 @@ class Unavailable(GatewayError):
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [(b"retry-after", str(self.retry_after).encode())]
+
+
+class StoreError(GatewayError):
+    """The live-metrics store failed (never seen by clients: the gateway falls back to local)."""
+
+    status = 503
+    type = "store_error"
+    code = "store_error"
+
+
+class StoreUnavailable(StoreError):
+    """The store refused or could not be reached: nothing was sent, so a write may be retried."""
+
+    code = "store_unavailable"
+
+
+class StoreTimeout(StoreError):
+    """The store did not answer in time: a write may or may not have been applied."""
+
+    code = "store_timeout"

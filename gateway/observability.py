@@ -3,13 +3,16 @@
 Owns its own `CollectorRegistry` (no global state). `model` and `version` label values come only
 from the config; anything else is `other` (and `none` where no version was chosen), so client
 input can never create series. Label children are cached so recording a request is a few dict
-lookups and increments.
+lookups and increments. `LiveCollector` exports the live store's health and, per configured
+version, the same numbers as `GET /admin/models/{model}/stats`, computed at scrape time from the
+current snapshot (nothing on the request path).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,10 +23,15 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.exchange import Attempt, Exchange
 from gateway.logs import event
 from gateway.registry import Registry
+from gateway.store.window import FAILURE_CLASSES
+
+if TYPE_CHECKING:
+    from gateway.store.sync import StoreSync
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
@@ -129,9 +137,16 @@ class Metrics:
             (m.name, v) for m in registry.models.values() for v in (*m.versions, "none")
         )
         self._children.clear()
+        self.publish_weights(registry)
+
+    def publish_weights(self, registry: Registry) -> None:
+        """Set `gateway_routing_weight` to the shares routing gives each version now."""
         for model in registry.models.values():
             for vid, share in model.policy.weights().items():
                 self.weight.labels(model.name, vid).set(share)
+
+    def watch_live(self, sync: StoreSync, registry: Callable[[], Registry]) -> None:
+        self.registry.register(LiveCollector(sync, registry))
 
     def record(self, ex: Exchange) -> None:
         if ex.reason:
@@ -184,3 +199,99 @@ class Metrics:
 
     def scrape(self) -> bytes:
         return generate_latest(self.registry)
+
+
+QUANTILES = (("0.5", 0.50), ("0.95", 0.95), ("0.99", 0.99))
+
+
+class LiveCollector:
+    """Store health and per-version live numbers, read from the sync's state at scrape time."""
+
+    def __init__(self, sync: StoreSync, registry: Callable[[], Registry]) -> None:
+        self._sync = sync
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        sync = self._sync
+        backend = sync.settings.backend
+        up = GaugeMetricFamily(
+            "gateway_store_up", "1 when the live store is reachable", labels=["backend"]
+        )
+        up.add_metric([backend], 1.0 if sync.shared_up else 0.0)
+        yield up
+        if backend == "redis":
+            yield GaugeMetricFamily(
+                "gateway_redis_up", "1 when Redis is reachable", value=float(sync.shared_up)
+            )
+        yield GaugeMetricFamily(
+            "gateway_store_snapshot_age_seconds",
+            "Seconds since the routing snapshot was last refreshed from the store",
+            value=sync.snapshot_age(),
+        )
+        yield _labelled(
+            CounterMetricFamily,
+            "gateway_store_dropped",
+            "Attempt outcomes never written to the store",
+            "reason",
+            sync.dropped,
+        )
+        yield _labelled(
+            CounterMetricFamily, "gateway_store_errors", "Failed store calls", "op", sync.errors
+        )
+        yield from self._versions()
+
+    def _versions(self) -> Iterator[Metric]:
+        snapshot = self._sync.snapshot
+        labels = ["model", "version"]
+        rate = GaugeMetricFamily(
+            "gateway_version_requests_per_second",
+            "Upstream attempts per second over the stats window",
+            labels=labels,
+        )
+        errors = GaugeMetricFamily(
+            "gateway_version_error_rate",
+            "Version failures over judged attempts, by class (all = any)",
+            labels=[*labels, "class"],
+        )
+        latency = GaugeMetricFamily(
+            "gateway_version_latency_seconds",
+            "Latency of successful attempts over the window",
+            labels=[*labels, "quantile"],
+        )
+        ttft = GaugeMetricFamily(
+            "gateway_version_ttft_seconds",
+            "Time to first upstream byte over the window",
+            labels=[*labels, "quantile"],
+        )
+        tokens = GaugeMetricFamily(
+            "gateway_version_tokens_per_second",
+            "Prompt plus completion tokens per second",
+            labels=labels,
+        )
+        samples = GaugeMetricFamily(
+            "gateway_version_samples", "Judged attempts in the window", labels=labels
+        )
+        for model in self._registry().models.values():
+            for vid in model.versions:
+                stats, key = snapshot.window(model.name, vid), [model.name, vid]
+                rate.add_metric(key, stats.rate(stats.requests))
+                tokens.add_metric(key, stats.rate(stats.prompt_tokens + stats.completion_tokens))
+                samples.add_metric(key, stats.samples)
+                errors.add_metric([*key, "all"], stats.error_rate())
+                for name in FAILURE_CLASSES:
+                    errors.add_metric([*key, name], stats.error_rate(name))
+                for label, q in QUANTILES:
+                    if (value := stats.latency.quantile(q)) is not None:
+                        latency.add_metric([*key, label], value / 1000)
+                    if q < 0.99 and (value := stats.ttft.quantile(q)) is not None:
+                        ttft.add_metric([*key, label], value / 1000)
+        yield from (rate, errors, latency, ttft, tokens, samples)
+
+
+def _labelled(
+    kind: type[CounterMetricFamily], name: str, doc: str, label: str, values: dict[str, int]
+) -> Metric:
+    family = kind(name, doc, labels=[label])
+    for key, value in values.items():
+        family.add_metric([key], float(value))
+    return family

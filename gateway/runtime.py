@@ -14,7 +14,7 @@ import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.attempts import PlanRunner
 from gateway.auth import KeyTable
@@ -25,6 +25,9 @@ from gateway.observability import Metrics
 from gateway.ratelimit import LocalLimiter
 from gateway.registry import Registry
 from gateway.resilience.health import HealthTable
+
+if TYPE_CHECKING:
+    from gateway.live import Live
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,7 @@ class Gateway:
         self.limiter = LocalLimiter(time.monotonic)
         self.inflight = 0
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.live: Live  # set by create_app: live metrics, store sync, performance recompute
         self.swap(runtime)
 
     def swap(self, runtime: Runtime) -> None:

@@ -13,12 +13,13 @@ import logging
 import signal
 import socket
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
 from gateway.app import GatewayApp
-from gateway.config.schema import Drain
-from gateway.edge import protocol_for
+from gateway.config.schema import Drain, GatewayConfig
+from gateway.edge import GuardedHttpToolsProtocol
 
 log = logging.getLogger("gateway.server")
 
@@ -53,21 +54,22 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True  # uvicorn stops accepting and waits for requests in flight
 
 
-def serve(app: GatewayApp, host: str, port: int, drain: Drain) -> None:
-    cfg = app.gateway.runtime.config
+def uvicorn_options(cfg: GatewayConfig) -> dict[str, Any]:
+    """How uvicorn runs the gateway: uvloop, the guarded httptools parser, our logging."""
     proxies = list(cfg.listen.trusted_proxies)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http=protocol_for(cfg.limits),
-        proxy_headers=bool(proxies),
-        forwarded_allow_ips=proxies or None,
-        lifespan="on",
-        access_log=False,
-        server_header=False,
-        log_config=None,  # keep the gateway's own logging set-up (gateway/logs.py)
-        timeout_graceful_shutdown=int(drain.deadline_s) + 5,
-    )
-    DrainingServer(config, app, drain).run()
+    return {
+        "loop": "uvloop",
+        "http": GuardedHttpToolsProtocol,
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": proxies or None,
+        "lifespan": "on",
+        "access_log": False,
+        "server_header": False,
+        "log_config": None,  # keep the gateway's own logging set-up (gateway/logs.py)
+        "timeout_graceful_shutdown": int(cfg.drain.deadline_s) + 5,
+    }
+
+
+def serve(app: GatewayApp, host: str, port: int, drain: Drain) -> None:
+    options = uvicorn_options(app.gateway.runtime.config)
+    DrainingServer(uvicorn.Config(app, host=host, port=port, **options), app, drain).run()

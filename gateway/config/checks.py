@@ -1,7 +1,9 @@
 """Rules that relate config fields to each other: names, references, weights, environment.
 
 Owns: names (models, versions, aliases) are well-formed and distinct, weights and aliases name
-known versions, weights are not all zero, and every `api_key_env` is set in the environment.
+known versions, weights are not all zero, and every `api_key_env` is set in the environment;
+for `strategy: performance`, that the interchangeable versions exist, the ceilings (`weights`, in
+percent) are feasible and the exploration floors fit under them.
 They run on the raw YAML data, defensively, so that they report alongside type errors and
 `gateway validate` lists every problem in one pass. Each rule yields `(path, message)`.
 """
@@ -67,6 +69,11 @@ def _check_model(
         if isinstance(vid, str) and vid not in versions:
             yield (*base, "routing", "fallback", i), f"unknown version {vid!r} (known: {known})"
     wpath = (*base, "routing", "weights")
+    if routing.get("strategy") == "performance":
+        yield from _check_performance((*base, "routing"), routing, versions, known)
+        return
+    if "performance" in routing:
+        yield (*base, "routing", "performance"), "only allowed with strategy: performance"
     if "weights" not in routing:
         if len(versions) > 1 and "stable" not in aliases:
             yield wpath, "required when a model has several versions and no 'stable' alias"
@@ -162,3 +169,57 @@ def _canary_path(where: str) -> Path:
         if index.isdigit():
             out.append(int(index))
     return tuple(out)
+
+
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def _check_performance(
+    rpath: Path, routing: dict[str, Any], versions: dict[Any, Any], known: str
+) -> Iterator[Problem]:
+    settings = _dict(routing.get("performance"))
+    pool = settings.get("versions")
+    ppath = (*rpath, "performance", "versions")
+    if not isinstance(pool, list):
+        pool = list(versions)
+    elif not pool:
+        yield ppath, "empty: list the interchangeable versions, or leave it out for all"
+    for index, vid in enumerate(pool):
+        if vid not in versions:
+            yield (*ppath, index), f"unknown version {vid!r} (known: {known})"
+        elif pool.index(vid) != index:
+            yield (*ppath, index), f"version {vid!r} listed twice"
+    ceilings = _dict(routing.get("weights"))
+    wpath = (*rpath, "weights")
+    for vid, value in ceilings.items():
+        number = _number(value)
+        if vid not in versions:
+            yield (*wpath, vid), f"unknown version {vid!r} (known: {known})"
+        elif number is not None and not 0 <= number <= 100:
+            yield (*wpath, vid), f"a ceiling is a percentage 0-100, got {value}"
+    yield from _check_shares(rpath, pool, ceilings, _number(settings.get("min_share", 0.05)))
+
+
+def _check_shares(
+    rpath: Path, pool: list[Any], ceilings: dict[Any, Any], min_share: float | None
+) -> Iterator[Problem]:
+    limits = {vid: _number(ceilings.get(vid, 100)) for vid in pool}
+    if any(v is None for v in limits.values()):
+        return
+    live = {vid: float(v or 0) / 100 for vid, v in limits.items() if v}
+    if pool and not live:
+        yield (*rpath, "weights"), "every interchangeable version has a ceiling of 0"
+    elif live and sum(live.values()) < 1 - 1e-9:
+        yield (*rpath, "weights"), "ceilings of the interchangeable versions sum below 100"
+    if min_share is None or not live:
+        return
+    if min_share * len(live) > 1 + 1e-9:
+        yield (
+            (*rpath, "performance", "min_share"),
+            (f"min_share {min_share:g} × {len(live)} versions exceeds all traffic"),
+        )
+    for vid, ceiling in live.items():
+        if ceiling < min_share:
+            yield (*rpath, "weights", vid), f"ceiling {ceiling * 100:g} is below min_share"

@@ -12,7 +12,7 @@ import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-/]{0,127}$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -39,8 +39,41 @@ class Listen(Strict):
 
 
 class Store(Strict):
+    """Where live per-version metrics live (see gateway/store); times in seconds."""
+
     backend: Literal["memory", "redis"] = "memory"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = "redis://127.0.0.1:6379/0"  # env GATEWAY_REDIS_URL overrides
+    cluster: bool = False  # redis_url names one node of a Redis Cluster
+    key_prefix: str = Field("gw", pattern=r"^[A-Za-z0-9_.\-]{1,32}$")
+    bucket_s: int = Field(5, ge=1, le=300)
+    window_s: int = Field(60, ge=2, le=3600)
+    flush_interval_s: float = Field(0.25, gt=0, le=0.25)
+    refresh_interval_s: float = Field(1.0, gt=0, le=1.0)
+    timeout_ms: int = Field(200, ge=10, le=5000)
+    buffer_size: int = Field(100_000, ge=100, le=10_000_000)
+    slow_ms: list[int] = Field(default_factory=lambda: [1000, 5000], max_length=8)
+    breaker_failures: int = Field(2, ge=1, le=100)
+    backoff_max_s: float = Field(2.0, ge=0.05, le=60)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("redis_url must be redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("slow_ms")
+    @classmethod
+    def _slow(cls, value: list[int]) -> list[int]:
+        if any(ms <= 0 for ms in value):
+            raise ValueError("slow_ms thresholds must be positive milliseconds")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _window(self) -> Store:
+        if self.window_s < 2 * self.bucket_s:
+            raise ValueError("window_s must be at least two buckets (2 × bucket_s)")
+        return self
 
 
 class Admin(Strict):
@@ -229,8 +262,41 @@ class Shadow(Strict):
     percent: float = Field(gt=0, le=100)
 
 
+class ScoreWeights(Strict):
+    errors: float = Field(1.0, ge=0)
+    latency: float = Field(1.0, ge=0)
+    ttft: float = Field(0.0, ge=0)
+
+
+class Performance(Strict):
+    """`routing.performance`: live-metric version selection (see gateway/routing/performance)."""
+
+    objective: Literal["latency", "ttft", "errors", "score"] = "latency"
+    score_weights: ScoreWeights = ScoreWeights()
+    versions: list[str] | None = None  # the interchangeable versions (default: all)
+    min_samples: int = Field(20, ge=1, le=1_000_000)
+    min_share: float = Field(0.05, ge=0, le=0.5)
+    tolerance: float = Field(0.05, gt=0, lt=1)
+    half_life_s: float = Field(5.0, gt=0, le=3600)
+    slow_start_s: float = Field(20.0, ge=0, le=3600)
+    recompute_s: float = Field(1.0, ge=0.05, le=300)
+    fast_factor: float = Field(1.5, ge=1.0, le=100)
+    fast_margin_ms: float = Field(10.0, ge=0, le=600_000)
+    fast_ms: float | None = Field(None, gt=0, le=3_600_000)
+    fast_ttft_ms: float | None = Field(None, gt=0, le=3_600_000)
+    draws: int = Field(1000, ge=100, le=100_000)
+
+    @model_validator(mode="after")
+    def _score(self) -> Performance:
+        w = self.score_weights
+        if self.objective == "score" and w.errors + w.latency + w.ttft <= 0:
+            raise ValueError("score_weights must have a positive weight")
+        return self
+
+
 class Routing(Strict):
-    strategy: Literal["weighted", "canary"] = "weighted"
+    strategy: Literal["weighted", "performance", "canary"] = "weighted"
+    performance: Performance | None = None
     canary: Canary | None = None
     sticky_key: str | None = None  # header:<name> | user | api_key
     rules: tuple[Rule, ...] = Field((), strict=False)  # first match wins; excluded from analysis
@@ -243,7 +309,7 @@ class Routing(Strict):
             raise ValueError("sticky_key must be header:<name>, user or api_key")
         return value
 
-    weights: dict[str, float] | None = None
+    weights: dict[str, float] | None = None  # performance: ceilings in percent of traffic
     fallback: tuple[str, ...] | None = Field(None, strict=False)  # order after the chosen one
     retry: Retry | None = None
     timeouts: Timeouts | None = None

@@ -6,11 +6,12 @@ from collections.abc import Callable
 
 from gateway.config.schema import Model
 from gateway.routing.base import Policy, RequestContext, RoutePlan
+from gateway.routing.performance import PerformancePolicy, Route
 from gateway.routing.rules import RuledPolicy
 from gateway.routing.sticky import key_getter
 from gateway.routing.weighted import WeightedPolicy
 
-__all__ = ["Policy", "RequestContext", "RoutePlan", "build_policy"]
+__all__ = ["PerformancePolicy", "Policy", "RequestContext", "RoutePlan", "build_policy"]
 
 
 def _weighted(name: str, model: Model, canary_weight: float | None) -> Policy:
@@ -34,9 +35,14 @@ def _canary(name: str, model: Model, canary_weight: float | None) -> Policy:
     return WeightedPolicy(arms, key_getter(model.routing.sticky_key), salt, reason="canary")
 
 
+def _performance(name: str, model: Model, canary_weight: float | None) -> Policy:
+    return PerformancePolicy(Route.of(name, model))
+
+
 POLICIES: dict[str, Callable[[str, Model, float | None], Policy]] = {
     "weighted": _weighted,
     "canary": _canary,
+    "performance": _performance,
 }
 
 

@@ -1,0 +1,125 @@
+"""GET /admin/models/{model}/stats and the matching Prometheus series, with an injected transport."""
+
+from __future__ import annotations
+
+from random import Random
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.app import GatewayApp, create_app
+from gateway.config import parse_config
+from tests.unit.test_api import FakeResponse, FakeTransport
+from tests.unit.test_config import ENV, GOOD
+
+TOKEN = "adm-" + "y" * 28
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+PERF = """\
+admin: {token_env: ADMIN_TOKEN}
+models:
+  chat:
+    versions:
+      v1: {upstream: {url: "http://127.0.0.1:9001/v1", model: "m"}}
+      v2: {upstream: {url: "http://127.0.0.1:9002/v1", model: "m"}}
+      v3: {upstream: {url: "http://127.0.0.1:9003/v1", model: "m"}}
+    routing:
+      strategy: performance
+      weights: {v1: 100, v2: 100, v3: 50}
+      performance: {objective: errors, min_samples: 5, min_share: 0.1}
+"""
+
+
+def app(text: str) -> tuple[GatewayApp, FakeTransport]:
+    gw = create_app(
+        parse_config(text, {**ENV, "ADMIN_TOKEN": TOKEN}),
+        {**ENV, "ADMIN_TOKEN": TOKEN},
+        rng=Random(3),
+    )
+    fake = FakeTransport()
+    gw.gateway.forwarder.transport = fake
+    return gw, fake
+
+
+async def send(gw: GatewayApp, method: str, path: str, **kw: Any) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw") as c:
+        return await c.request(method, path, **kw)
+
+
+async def settle(gw: GatewayApp) -> None:
+    live = gw.gateway.live
+    await live.sync.flush()
+    await live.sync.refresh()
+    live.recompute()
+
+
+async def test_stats_report_per_version_numbers_and_weights() -> None:
+    gw, fake = app(GOOD + "admin: {token_env: ADMIN_TOKEN}\n")
+    for _ in range(4):
+        await send(gw, "POST", "/v1/chat/completions", json={"model": "chat@v1"})
+    fake.answer = lambda url: FakeResponse(503, [(b"content-type", b"application/json")], [b"{}"])
+    await send(gw, "POST", "/v1/chat/completions", json={"model": "chat@v1"})
+    fake.answer = lambda url: FakeResponse(400, [(b"content-type", b"application/json")], [b"{}"])
+    await send(gw, "POST", "/v1/chat/completions", json={"model": "chat@v1"})
+    await settle(gw)
+    resp = await send(gw, "GET", "/admin/models/chat/stats", headers=AUTH)
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["model"] == "chat" and set(body["versions"]) == {"v1", "v2"}
+    v1 = body["versions"]["v1"]
+    assert v1["samples"] == 5 and v1["requests"] == 6  # the client's 400 judges nothing
+    assert v1["error_rate"] == pytest.approx(0.2) and v1["errors"][
+        "upstream_error"
+    ] == pytest.approx(0.2)
+    assert v1["client_outcomes"]["client_error"] == 1
+    assert v1["weight"] == 0.9 and body["versions"]["v2"]["weight"] == pytest.approx(0.1)
+    assert v1["requests_per_s"] > 0 and v1["tokens_per_s"] > 0
+    for key in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "ttft_p95_ms"):
+        assert v1[key] is not None and v1[key] >= 0
+    assert (
+        body["versions"]["v2"]["samples"] == 0 and body["versions"]["v2"]["latency_p50_ms"] is None
+    )
+    assert body["store"]["backend"] == "memory" and body["store"]["up"] is True
+
+
+async def test_unknown_model_is_404_and_the_token_is_required() -> None:
+    gw, _ = app(GOOD + "admin: {token_env: ADMIN_TOKEN}\n")
+    resp = await send(gw, "GET", "/admin/models/nope/stats", headers=AUTH)
+    assert resp.status_code == 404 and resp.json()["error"]["code"] == "model_not_found"
+    assert (await send(gw, "GET", "/admin/models/chat/stats")).status_code == 401
+
+
+async def test_performance_weights_follow_errors_and_reach_prometheus() -> None:
+    gw, fake = app(PERF)
+    fake.answer = lambda url: (
+        FakeResponse(502, [(b"content-type", b"application/json")], [b"{}"])
+        if ":9003" in url
+        else FakeResponse(200, [(b"content-type", b"application/json")], [b"{}"])
+    )
+    for version in ("v1", "v2", "v3") * 20:
+        await send(gw, "POST", "/v1/chat/completions", json={"model": f"chat@{version}"})
+    await settle(gw)
+    body = (await send(gw, "GET", "/admin/models/chat/stats", headers=AUTH)).json()
+    weights = {v: body["versions"][v]["weight"] for v in ("v1", "v2", "v3")}
+    assert weights["v3"] == pytest.approx(0.1) and weights["v1"] == pytest.approx(0.45)
+    assert body["versions"]["v3"]["routing"]["trusted"] is True
+    text = (await send(gw, "GET", "/metrics")).text
+    assert 'gateway_routing_weight{model="chat",version="v3"} 0.1' in text
+    assert 'gateway_version_error_rate{class="all",model="chat",version="v3"} 1.0' in text
+    assert 'gateway_version_samples{model="chat",version="v1"} 20.0' in text
+    assert 'gateway_store_up{backend="memory"} 1.0' in text
+    assert "gateway_store_snapshot_age_seconds" in text and "gateway_redis_up" not in text
+    assert 'gateway_version_latency_seconds{model="chat",quantile="0.99",version="v1"}' in text
+
+
+async def test_stats_stay_valid_json_when_every_version_fails() -> None:
+    gw, fake = app(PERF)
+    fake.answer = lambda url: FakeResponse(502, [(b"content-type", b"application/json")], [b"{}"])
+    for version in ("v1", "v2", "v3") * 10:
+        await send(gw, "POST", "/v1/chat/completions", json={"model": f"chat@{version}"})
+    await settle(gw)
+    resp = await send(gw, "GET", "/admin/models/chat/stats", headers=AUTH)
+    assert resp.status_code == 200
+    v1 = resp.json()["versions"]["v1"]
+    assert v1["error_rate"] == 1.0 and v1["latency_p50_ms"] is None
+    assert v1["routing"]["trusted"] is True and v1["routing"]["fast_ms"] is None
