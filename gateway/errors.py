@@ -139,12 +139,12 @@ class StoreError(GatewayError):
 
 
 class StoreUnavailable(StoreError):
-    """The store refused or could not be reached: nothing was sent, so a write may be retried."""
+    """The store refused the call, dropped the connection or answered with an error."""
 
     code = "store_unavailable"
 
 
 class StoreTimeout(StoreError):
-    """The store did not answer in time: a write may or may not have been applied."""
+    """The store did not answer in time (a write may or may not have been applied)."""
 
     code = "store_timeout"

@@ -8,6 +8,7 @@ on the same port.
 
 from __future__ import annotations
 
+import random
 import signal
 import socket
 import subprocess
@@ -109,6 +110,21 @@ class RedisServer:
                 self.proc.wait()
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too, so at most 55535.
+
+    Ephemeral ports (`free_port`) are often above 55535, where redis-server refuses cluster mode.
+    Candidates come from 20000-32767, below Linux's ephemeral range, to avoid racing other
+    processes' outgoing connections.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randint(20000, 32767)
+        if _port_free(port) and _port_free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
         try:
@@ -133,7 +149,7 @@ def redis_cluster(workdir: Path, nodes: int = 3) -> Iterator[list[RedisServer]]:
     servers: list[RedisServer] = []
     try:
         for _ in range(nodes):
-            port = free_port()
+            port = cluster_port()
             extra = ("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf")
             servers.append(RedisServer(workdir, port, *extra).start())
         addresses = [f"127.0.0.1:{s.port}" for s in servers]

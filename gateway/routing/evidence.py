@@ -1,22 +1,28 @@
 """From a snapshot's buckets to beliefs: decayed counts per version and P(near the best).
 
-Each version's reward is Bernoulli: an attempt is *good* when it did not fail because of the
-version and, for the latency (TTFT) objective, was also *fast*: at most `fast_ms` (`fast_ttft_ms`)
-or, by default, at most max(best median × fast_factor, best median + fast_margin_ms), where
-"best median" is the lowest median among trusted versions. Counts are discounted exponentially
-with the configured half-life (a bucket weighs 2^(−age/half-life), age measured to the middle of
-the time it covers), so old evidence fades and a recovered version is believed again.
+Evidence per version is a set of Bernoulli *components*, each a Beta(1 + good, 1 + bad)
+posterior over exponentially decayed counts (a bucket weighs 2^(−age/half-life), age measured to
+the middle of the time it covers, so old evidence fades and a recovered version is believed):
 
-Posterior per version and component: Beta(1 + good, 1 + bad). The `score` objective mixes the
-error, latency and TTFT components with `score_weights`. `near_best` estimates, by Monte Carlo
-with the injected RNG (Thompson-style posterior draws), the probability that each version's
-reward is within `tolerance` of the best one's: versions that are equivalent all get ~1 (so they
-share traffic fairly instead of the usual winner-takes-all), a clearly worse one gets ~0.
-Client errors, cancellations and 429s are not in any count.
+- `errors`: attempts that did not fail because of the version, among judged attempts;
+- `latency` / `ttft`: successful attempts that were *fast*, among successful attempts — at most
+  `fast_ms` (`fast_ttft_ms`) or, by default, max(best median × fast_factor, best median +
+  fast_margin_ms), the best median being the lowest among trusted versions.
+
+The `latency` objective judges `errors` and `latency` together, `ttft` judges `errors` and
+`ttft`, `errors` only `errors`: a version is *near the best* when on every component it is
+within that component's tolerance of the best version (`tolerance` for errors, the looser
+`fast_tolerance` for the noisier fast rates). The `score` objective instead mixes the components
+with `score_weights` into one number and compares it within `tolerance`. `near_best` estimates
+by Monte Carlo, from posterior draws made with the injected RNG (Thompson-style), the probability
+that each version is near the best: equivalent versions all get ~1 (so they share traffic fairly
+instead of the usual winner-takes-all), a clearly worse one ~0. Client errors, cancellations and
+429s are in no count.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from random import Random
@@ -25,7 +31,19 @@ from gateway.config.schema import Performance
 from gateway.store.histogram import Histogram
 from gateway.store.window import BucketStats
 
-Components = dict[str, float]  # component name ("errors", "latency", "ttft") → weight
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    name: str  # "errors", "latency" or "ttft"
+    weight: float  # in a `score` mix
+    tolerance: float  # when judged on its own
+
+
+@dataclass(frozen=True, slots=True)
+class Objective:
+    components: tuple[Component, ...]
+    mixed: bool  # True: one weighted score (objective `score`); False: every component must pass
+    tolerance: float  # for the mixed score
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,20 +56,25 @@ class Evidence:
     latency: Histogram
     ttft: Histogram
 
-    def good(self, component: str, fast_ms: float, fast_ttft_ms: float) -> float:
+    def counts(self, component: str, fast_ms: float, fast_ttft_ms: float) -> tuple[float, float]:
+        """(good, trials) of one component."""
         if component == "latency":
-            return self.latency.at_most(fast_ms)
+            return self.latency.at_most(fast_ms), self.latency.total
         if component == "ttft":
-            return self.ttft.at_most(fast_ttft_ms)
-        return self.successes
+            return self.ttft.at_most(fast_ttft_ms), self.ttft.total
+        return self.successes, self.judged
 
 
-def components(settings: Performance) -> Components:
+def objective(settings: Performance) -> Objective:
+    errors = Component("errors", settings.score_weights.errors, settings.tolerance)
     if settings.objective == "score":
-        weights = settings.score_weights
-        mix = {"errors": weights.errors, "latency": weights.latency, "ttft": weights.ttft}
-        return {name: w for name, w in mix.items() if w > 0}
-    return {settings.objective: 1.0}
+        w = settings.score_weights
+        mix = (errors, Component("latency", w.latency, 0.0), Component("ttft", w.ttft, 0.0))
+        return Objective(tuple(c for c in mix if c.weight > 0), True, settings.tolerance)
+    if settings.objective == "errors":
+        return Objective((errors,), False, settings.tolerance)
+    fast = Component(settings.objective, 1.0, settings.fast_tolerance)
+    return Objective((errors, fast), False, settings.tolerance)
 
 
 def decayed(
@@ -89,43 +112,58 @@ def thresholds(settings: Performance, trusted: Mapping[str, Evidence]) -> tuple[
     )
 
 
-Posterior = list[tuple[float, float, float]]  # (component weight, alpha, beta)
+Posterior = list[tuple[float, float]]  # (alpha, beta) per component of the objective
 
 
 def posteriors(
-    evidence: Mapping[str, Evidence], mix: Components, fast: tuple[float, float]
+    evidence: Mapping[str, Evidence], goal: Objective, fast: tuple[float, float]
 ) -> dict[str, Posterior]:
     out: dict[str, Posterior] = {}
     for version, e in evidence.items():
         parts = []
-        for component, weight in mix.items():
-            good = min(e.good(component, *fast), e.judged)
-            parts.append((weight, 1.0 + good, 1.0 + e.judged - good))
+        for component in goal.components:
+            good, trials = e.counts(component.name, *fast)
+            good = min(good, trials)
+            parts.append((1.0 + good, 1.0 + trials - good))
         out[version] = parts
     return out
 
 
-def mean_reward(posterior: Posterior) -> float:
-    total = sum(w for w, _, _ in posterior)
-    return sum(w * a / (a + b) for w, a, b in posterior) / total
+def mean_reward(posterior: Posterior, goal: Objective) -> float:
+    """The posterior mean reward: the weighted score, or P(every component good)."""
+    means = [a / (a + b) for a, b in posterior]
+    if goal.mixed:
+        weights = [c.weight for c in goal.components]
+        return sum(w * m for w, m in zip(weights, means, strict=True)) / sum(weights)
+    return math.prod(means)
 
 
 def near_best(
-    beliefs: Mapping[str, Posterior], tolerance: float, draws: int, rng: Random
+    beliefs: Mapping[str, Posterior], goal: Objective, draws: int, rng: Random
 ) -> dict[str, float]:
-    """P(reward ≥ best reward − tolerance) for each version, from `draws` posterior draws."""
+    """P(near the best) for each version, from `draws` joint posterior draws."""
     names = list(beliefs)
-    parts = [beliefs[n] for n in names]
-    totals = [sum(w for w, _, _ in p) for p in parts]
-    hits = [0] * len(names)
+    hits = dict.fromkeys(names, 0)
     beta = rng.betavariate
+    weights = [c.weight for c in goal.components]
+    total = sum(weights)
     for _ in range(draws):
-        values = [
-            sum(w * beta(a, b) for w, a, b in p) / total
-            for p, total in zip(parts, totals, strict=True)
-        ]
-        cut = max(values) - tolerance
-        for i, value in enumerate(values):
-            if value >= cut:
-                hits[i] += 1
-    return {name: hits[i] / draws for i, name in enumerate(names)}
+        values = {n: [beta(a, b) for a, b in beliefs[n]] for n in names}
+        if goal.mixed:
+            score = {
+                n: sum(w * x for w, x in zip(weights, v, strict=True)) / total
+                for n, v in values.items()
+            }
+            cut = max(score.values()) - goal.tolerance
+            winners = [n for n in names if score[n] >= cut]
+        else:
+            cuts = [
+                max(v[k] for v in values.values()) - c.tolerance
+                for k, c in enumerate(goal.components)
+            ]
+            winners = [
+                n for n in names if all(x >= cut for x, cut in zip(values[n], cuts, strict=True))
+            ]
+        for name in winners:
+            hits[name] += 1
+    return {name: hits[name] / draws for name in names}

@@ -2,18 +2,20 @@
 
 Method (an indifference-zone variant of Thompson sampling, recomputed periodically):
 
-1. Evidence: per version, exponentially decayed counts of judged attempts and of *good* ones
-   (no version failure, and fast for the latency/TTFT objective) — see `evidence.py`.
+1. Evidence: per version, exponentially decayed counts: judged attempts and those without a
+   version failure, and (for the latency/TTFT objective) successes and the fast ones among
+   them — Beta posteriors per component, see `evidence.py`.
 2. Trust: a version with fewer than `min_samples` judged attempts in the stats window keeps its
    current share (no decision without evidence); with fewer than two trusted versions, nothing
    moves.
-3. Targets: P(near best) — the posterior probability that a version's reward is within
-   `tolerance` of the best — decides each trusted version's raw weight: min(1, P / ½), i.e. a
-   version more likely near the best than not counts as equivalent (so sampling noise does not
-   move traffic between equal versions), and below that its weight shrinks in proportion.
-   Shares are proportional to the raw weights, lifted to the `min_share` floor and cut at the
-   ceilings (`routing.weights`, percent). Equivalent versions share equally; a slow or failing
-   one drops to its floor, where it keeps being sampled.
+3. Targets: P(near best) — the posterior probability that a version is within tolerance of the
+   best on every component of the objective (see `evidence.py`) — decides each trusted
+   version's raw weight: min(1, P / 0.2). A version counts as equivalent to the best unless the
+   evidence gives it less than a 20 % chance of being near it (so sampling noise does not move
+   traffic between equal versions); below that its weight shrinks in proportion. Shares are
+   proportional to the raw weights, lifted to the `min_share` floor and cut at the ceilings
+   (`routing.weights`, percent). Equivalent versions share equally; a slow or failing one drops
+   to its floor, where it keeps being sampled.
 4. Slow start: a version below its fair share (equal split under the ceilings) may gain at most
    fair × elapsed / `slow_start_s` per recompute, so a recovered or new version ramps back
    linearly (never overshooting its target) while losses apply at once. Capacity a ramping
@@ -35,10 +37,10 @@ from typing import Any
 from gateway.config.schema import Model, Performance
 from gateway.routing.base import RequestContext, RoutePlan
 from gateway.routing.evidence import (
-    components,
     decayed,
     mean_reward,
     near_best,
+    objective,
     posteriors,
     thresholds,
 )
@@ -47,7 +49,7 @@ from gateway.routing.weighted import WeightedPolicy
 from gateway.store.window import BucketStats, Snapshot
 
 MAX_ELAPSED_RECOMPUTES = 5  # a stalled loop may not make a ramp jump by more than this
-EQUIVALENT_P = 0.5  # P(near best) from which a version counts as equivalent to the best
+EQUIVALENT_P = 0.2  # P(near best) from which a version counts as equivalent to the best
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,14 +100,15 @@ def next_weights(
     targets = dict(prev)
     if len(trusted) >= 2:
         fast = thresholds(s, trusted)
-        beliefs = posteriors(trusted, components(s), fast)
-        chance = near_best(beliefs, s.tolerance, s.draws, rng)
+        goal = objective(s)
+        beliefs = posteriors(trusted, goal, fast)
+        chance = near_best(beliefs, goal, s.draws, rng)
         held = {v: prev[v] for v in route.pool if v not in trusted}
         raw = {v: min(1.0, p / EQUIVALENT_P) for v, p in chance.items()}
         floors = dict.fromkeys(raw, s.min_share)
         targets = {**held, **waterfill(1.0 - sum(held.values()), raw, floors, route.ceilings)}
         for v, p in chance.items():
-            details[v].update(p_near_best=p, reward=mean_reward(beliefs[v]))
+            details[v].update(p_near_best=p, reward=mean_reward(beliefs[v], goal))
         shown = [ms if math.isfinite(ms) else None for ms in fast]  # JSON has no infinity
         for v in details:
             details[v].update(fast_ms=shown[0], fast_ttft_ms=shown[1])

@@ -90,10 +90,13 @@ class RedisStore:
         pipe = self._client.pipeline(transaction=False)
         for model, version, start in wanted:
             pipe.hgetall(self.key(model, version, start))
-        if not self.cluster:
+        if self.cluster:  # TIME has no key to route by: ask one node apart
+            replies = await self._bounded(pipe.execute()) if wanted else []
+            clock = await self._bounded(self._client.time())
+        else:
             pipe.time()
-        replies = await self._bounded(pipe.execute()) if wanted or not self.cluster else []
-        clock = replies.pop() if not self.cluster else await self._bounded(self._client.time())
+            replies = await self._bounded(pipe.execute())
+            clock = replies.pop()
         found: dict[BucketKey, Fields] = {}
         for key, reply in zip(wanted, replies, strict=True):
             if reply:

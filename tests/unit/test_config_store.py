@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.config import parse_config
+from gateway.config import load_config, parse_config
 from gateway.store import build_sync, redis_url
 from tests.unit.test_config_store_helpers import PERF, problems
 
@@ -104,3 +104,9 @@ def test_validate_summarises_a_performance_route(
     path.write_text(textwrap.dedent(PERF))
     assert main(["validate", str(path)]) == 0
     assert "performance (ttft) over v1, v2, v3; ceilings v3≤50%" in capsys.readouterr().out
+
+
+def test_the_shipped_performance_example_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "performance.yaml"
+    cfg = load_config(example, {"GATEWAY_ADMIN_TOKEN": "x"})
+    assert cfg.models["chat"].routing.strategy == "performance"

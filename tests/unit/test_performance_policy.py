@@ -36,6 +36,7 @@ class Behaviour:
     error_rate: float = 0.0
     client_error_rate: float = 0.0
     cancel_rate: float = 0.0
+    jitter: float = 0.15  # sigma of the lognormal latency noise
 
 
 def route(
@@ -68,7 +69,7 @@ class Sim:
 
     def attempt(self, version: str, b: Behaviour) -> Attempt:
         rng = self.rng
-        latency = b.latency_ms * math.exp(rng.gauss(0, 0.15)) / 1000
+        latency = b.latency_ms * math.exp(rng.gauss(0, b.jitter)) / 1000
         ttft = (b.ttft_ms if b.ttft_ms is not None else b.latency_ms / 2) / 1000
         roll = rng.random()
         outcome = SUCCESS
@@ -180,6 +181,16 @@ def test_equivalent_versions_keep_fair_shares() -> None:
     assert min(lows) >= FAIR - 0.05
     total = sum(sim.served.values())
     assert all(abs(n / total - FAIR) < 0.04 for n in sim.served.values())
+
+
+@pytest.mark.parametrize(("half_life", "band"), [(5.0, 0.03), (2.5, 0.06)])
+def test_noisy_latency_does_not_drain_equivalent_versions(half_life: float, band: float) -> None:
+    noisy = {v: Behaviour(jitter=0.35) for v in ("v1", "v2", "v3")}  # p95 ≈ 1.8 × median
+    sim = Sim(route({"half_life_s": half_life}), rps=60, seed=11, bucket_s=1, window_s=30)
+    sim.run(90, noisy)  # half the half-life, half the evidence: a wider band
+    assert min(min(w.values()) for _, w in sim.trail[10:]) >= FAIR - band
+    slow = {**noisy, "v3": Behaviour(latency_ms=250, jitter=0.35)}
+    assert sim.until(30, slow, lambda s: s.share("v3") <= FLOOR + 0.02) is not None
 
 
 def test_floors_and_ceilings_always_hold() -> None:
