@@ -119,7 +119,7 @@ class ProxyEndpoint:
         ex.model = target.model.name
         ex.stream = link.stream = payload.get("stream") is True
         order = self._decide(target, headers, payload, ex)
-        ticket = self._gw.limiter.reserve(client.id, client.rate_limit, payload, len(body))
+        ticket = await self._gw.limiter.reserve(client.id, client.rate_limit, payload, len(body))
         try:
             await self._forward(rt, scope, receive, link, ex, task, target, order, payload)
         finally:

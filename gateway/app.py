@@ -30,6 +30,8 @@ from gateway.errors import ClientError
 from gateway.forward import Forwarder
 from gateway.live import Live
 from gateway.observability import Metrics
+from gateway.ratelimit import LocalLimiter
+from gateway.ratelimit_shared import build_limiter
 from gateway.registry import PROXY_PATHS
 from gateway.reload import Reloader
 from gateway.resilience.health import HealthTable
@@ -91,6 +93,8 @@ def create_app(
     health = HealthTable(time.monotonic, Random(rng.random()))
     gateway = Gateway(Runtime.build(cfg, Metrics(), env), Forwarder(None), health)
     reloader = Reloader(gateway, config_path, environ) if config_path else None
+    local_limits = LocalLimiter(time.monotonic)
+    gateway.limiter = build_limiter(cfg, env, Random(rng.random()), local_limits)
     sync = build_sync(
         cfg.store, env, lambda: _series(gateway.runtime), rng=Random(rng.random()), clock=clock
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.config.schema import RateLimit
 from gateway.errors import ClientError
@@ -80,7 +81,12 @@ class LocalLimiter:
         self._clock = clock
         self._tat: dict[tuple[str, str], float] = {}
 
-    def reserve(
+    async def reserve(
+        self, key: str, limit: RateLimit, payload: dict[str, object], body_bytes: int
+    ) -> Ticket | None:
+        return self.reserve_now(key, limit, payload, body_bytes)
+
+    def reserve_now(
         self, key: str, limit: RateLimit, payload: dict[str, object], body_bytes: int
     ) -> Ticket | None:
         """Admit one request for `key`, or raise `RateLimited`; None when `key` is unlimited."""
@@ -128,3 +134,13 @@ def _headers(limit: RateLimit, verdicts: dict[str, Verdict]) -> list[tuple[bytes
                 (f"x-ratelimit-remaining-{kind}".encode(), str(verdicts[kind].remaining).encode())
             )
     return out
+
+
+class Limiter(Protocol):
+    """Where limits are kept: this process (`LocalLimiter`) or Redis (`SharedLimiter`)."""
+
+    async def reserve(
+        self, key: str, limit: RateLimit, payload: dict[str, object], body_bytes: int
+    ) -> Ticket | None: ...
+
+    def settle(self, ticket: Ticket, used: int) -> None: ...

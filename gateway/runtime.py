@@ -22,7 +22,7 @@ from gateway.config import GatewayConfig
 from gateway.config.schema import Limits
 from gateway.forward import Forwarder
 from gateway.observability import Metrics
-from gateway.ratelimit import LocalLimiter
+from gateway.ratelimit import Limiter, LocalLimiter
 from gateway.registry import Registry
 from gateway.resilience.health import HealthTable
 
@@ -59,7 +59,7 @@ class Gateway:
         self.ready = False  # the lifespan has opened the upstream client
         self.draining = False  # SIGTERM seen: not ready, still serving
         self.shutting_down = False  # drain deadline passed: in-flight work is being ended
-        self.limiter = LocalLimiter(time.monotonic)
+        self.limiter: Limiter = LocalLimiter(time.monotonic)  # create_app may share it via Redis
         self.inflight = 0
         self.tasks: set[asyncio.Task[Any]] = set()
         self.live: Live  # set by create_app: live metrics, store sync, performance recompute

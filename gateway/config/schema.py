@@ -113,6 +113,9 @@ class ClientKey(Strict):
 
 class Auth(Strict):
     keys: tuple[ClientKey, ...] = Field(min_length=1, strict=False)
+    # share of each limit a replica enforces alone while Redis is unreachable (1/replicas = strict)
+    fallback_share: float = Field(1.0, gt=0, le=1)
+    timeout_ms: int = Field(50, ge=1, le=5000)  # a limited request waits at most this on Redis
 
 
 class Limits(Strict):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -105,6 +105,21 @@ class RedisStore:
 
     async def ping(self) -> None:
         await self._bounded(self._client.ping())
+
+    def script(self, source: str, timeout_s: float) -> Callable[..., Awaitable[Any]]:
+        """A Lua script (EVALSHA, loaded on first use) called under `timeout_s`."""
+        registered = self._client.register_script(source)
+
+        async def call(keys: Sequence[str], args: Sequence[Any]) -> Any:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    return await registered(keys=list(keys), args=list(args))
+            except (TimeoutError, redis.exceptions.TimeoutError):
+                raise StoreTimeout(f"redis did not answer within {timeout_s:g}s") from None
+            except (redis.exceptions.RedisError, OSError) as exc:
+                raise StoreUnavailable(f"redis failed: {type(exc).__name__}") from None
+
+        return call
 
     async def aclose(self) -> None:
         with contextlib.suppress(TimeoutError, OSError, redis.exceptions.RedisError):

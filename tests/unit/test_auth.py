@@ -31,7 +31,9 @@ auth:
     - {{id: app-a, sha256: "{digest(KEY_A)}", models: ["*"], rate_limit: {{requests_per_minute: 3}}}}
     - {{id: app-b, sha256: "{digest(KEY_B)}", models: [chat], allow_pins: false}}
 """
-EMBED = "  embed:\n    versions:\n      e1: {upstream: {url: 'http://127.0.0.1:9003/v1', model: emb}}\n"
+EMBED = (
+    "  embed:\n    versions:\n      e1: {upstream: {url: 'http://127.0.0.1:9003/v1', model: emb}}\n"
+)
 TEXT_TWO_MODELS = GOOD + EMBED + AUTH
 
 
@@ -100,12 +102,12 @@ def test_token_reservation_is_reconciled() -> None:
     now = [0.0]
     limiter = LocalLimiter(lambda: now[0])
     limit = RateLimit(tokens_per_minute=1000)
-    ticket = limiter.reserve("k", limit, {"max_tokens": 500}, 400)  # 100 prompt + 500
+    ticket = limiter.reserve_now("k", limit, {"max_tokens": 500}, 400)  # 100 prompt + 500
     assert ticket is not None and ticket.reserved == 600
     with pytest.raises(RateLimited):
-        limiter.reserve("k", limit, {"max_tokens": 500}, 400)
+        limiter.reserve_now("k", limit, {"max_tokens": 500}, 400)
     limiter.settle(ticket, 50)  # only 50 used: 550 tokens handed back
-    assert limiter.reserve("k", limit, {"max_tokens": 500}, 400) is not None
+    assert limiter.reserve_now("k", limit, {"max_tokens": 500}, 400) is not None
 
 
 def test_key_config_validation() -> None:

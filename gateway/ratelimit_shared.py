@@ -1,0 +1,200 @@
+"""Rate limits shared by every replica: the GCRA of `ratelimit.py`, run atomically in Redis.
+
+Key schema: `<prefix>:{rl:<key id>}:requests` and `<prefix>:{rl:<key id>}:tokens`, each holding
+one number, the key's theoretical arrival time in Redis milliseconds (the `{rl:<key id>}` hash tag
+puts both in one Cluster slot). One Lua call checks both limits against Redis `TIME` (one clock
+for every replica) and advances both only when both admit; settling a token reservation adds
+`(used - reserved) × interval` to the token TAT. Keys expire a little after a full window.
+
+This is the one place a request waits on Redis, and only for keys that have limits: a single
+round trip bounded by `timeout_ms` (default 50 ms). If Redis is slow or unreachable, a circuit
+breaker sends requests to a local limiter that enforces `auth.fallback_share` of each limit per
+replica (1.0 by default; set 1/replicas for a strict bound) — never unlimited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from random import Random
+from typing import Any
+
+from gateway.config.schema import GatewayConfig, RateLimit
+from gateway.errors import StoreError
+from gateway.ratelimit import WINDOW_S, Limiter, LocalLimiter, RateLimited, Ticket, reserve_tokens
+from gateway.store import BACKOFF_BASE_S, redis_url
+from gateway.store.breaker import Breaker
+from gateway.store.redis import RedisStore
+
+Script = Callable[[Sequence[str], Sequence[Any]], Awaitable[Any]]
+
+GCRA = """
+local window = tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {1, 0, -1, -1}
+local new = {}
+for i = 1, 2 do
+  local limit = tonumber(ARGV[i])
+  if limit > 0 then
+    local cost = 1
+    if i == 2 then cost = tonumber(ARGV[3]) end
+    local interval = window / limit
+    local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+    local start = math.max(tat, now)
+    local nt = start + cost * interval
+    local excess = nt - now - window
+    if excess > 0 then
+      out[1] = 0
+      out[2] = math.max(out[2], math.ceil(excess))
+      out[2 + i] = math.max(0, math.floor((window - (start - now)) / interval))
+    else
+      new[i] = nt
+      out[2 + i] = math.floor((window - (nt - now)) / interval)
+    end
+  end
+end
+if out[1] == 1 then
+  for i = 1, 2 do
+    if new[i] then redis.call('SET', KEYS[i], tostring(new[i]), 'PX', window + 1000) end
+  end
+end
+return out
+"""
+SETTLE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+end
+return 1
+"""
+MAX_PENDING_SETTLES = 1024
+
+
+class SharedLimiter:
+    def __init__(
+        self,
+        gcra: Script,
+        settle: Script,
+        prefix: str,
+        local: LocalLimiter,
+        share: float,
+        breaker: Breaker,
+    ) -> None:
+        self._gcra, self._settle = gcra, settle
+        self._prefix = prefix
+        self._local = local
+        self._share = share
+        self._breaker = breaker
+        self._pending: set[asyncio.Task[None]] = set()
+        self.fallbacks = 0  # requests judged locally because Redis was unavailable
+
+    async def reserve(
+        self, key: str, limit: RateLimit, payload: dict[str, object], body_bytes: int
+    ) -> Ticket | None:
+        if limit.requests_per_minute is None and limit.tokens_per_minute is None:
+            return None
+        tokens = reserve_tokens(payload, body_bytes)
+        if self._breaker.ready():
+            try:
+                reply = await self._gcra(self._keys(key), _args(limit, tokens))
+            except StoreError:
+                self._breaker.failure()
+            else:
+                self._breaker.success()
+                return _verdict(key, limit, tokens, reply)
+        self.fallbacks += 1
+        return await self._local.reserve(key, _scaled(limit, self._share), payload, body_bytes)
+
+    def settle(self, ticket: Ticket, used: int) -> None:
+        per_minute = ticket.limit.tokens_per_minute
+        if per_minute is None or not used or used == ticket.reserved:
+            return
+        if len(self._pending) >= MAX_PENDING_SETTLES:
+            return
+        delta_ms = (used - ticket.reserved) * WINDOW_S * 1000 / per_minute
+        task = asyncio.get_running_loop().create_task(self._settle_one(ticket.key, delta_ms))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _settle_one(self, key: str, delta_ms: float) -> None:
+        try:
+            await self._settle(self._keys(key)[1:], [repr(delta_ms)])
+        except StoreError:
+            self._breaker.failure()
+
+    def _keys(self, key: str) -> list[str]:
+        base = f"{self._prefix}:{{rl:{key}}}"
+        return [f"{base}:requests", f"{base}:tokens"]
+
+
+def _args(limit: RateLimit, tokens: int) -> list[Any]:
+    return [
+        limit.requests_per_minute or 0,
+        limit.tokens_per_minute or 0,
+        tokens,
+        int(WINDOW_S * 1000),
+    ]
+
+
+def _scaled(limit: RateLimit, share: float) -> RateLimit:
+    def part(value: int | None) -> int | None:
+        return None if value is None else max(1, math.floor(value * share))
+
+    return RateLimit(
+        requests_per_minute=part(limit.requests_per_minute),
+        tokens_per_minute=part(limit.tokens_per_minute),
+    )
+
+
+def _verdict(key: str, limit: RateLimit, tokens: int, reply: Sequence[Any]) -> Ticket:
+    allowed, wait_ms, rem_requests, rem_tokens = (int(x) for x in reply)
+    headers: list[tuple[bytes, bytes]] = []
+    for kind, per_minute, remaining in (
+        ("requests", limit.requests_per_minute, rem_requests),
+        ("tokens", limit.tokens_per_minute, rem_tokens),
+    ):
+        if per_minute is not None:
+            headers.append((f"x-ratelimit-limit-{kind}".encode(), str(per_minute).encode()))
+            headers.append(
+                (f"x-ratelimit-remaining-{kind}".encode(), str(max(remaining, 0)).encode())
+            )
+    if not allowed:
+        wait = wait_ms / 1000
+        headers.append((b"retry-after", str(max(1, math.ceil(wait))).encode()))
+        raise RateLimited(
+            f"rate limit exceeded for this API key; retry in {wait:.1f}s", wait, headers
+        )
+    return Ticket(key, limit, tokens)
+
+
+def build_limiter(
+    cfg: GatewayConfig, environ: Mapping[str, str], rng: Random, local: LocalLimiter
+) -> Limiter:
+    """Redis-shared limits when the store is Redis and some key is limited; else local ones."""
+    limited = cfg.auth is not None and any(
+        k.rate_limit.requests_per_minute or k.rate_limit.tokens_per_minute for k in cfg.auth.keys
+    )
+    if cfg.store.backend != "redis" or not limited or cfg.auth is None:
+        return local
+    store = cfg.store
+    timeout_s = cfg.auth.timeout_ms / 1000
+    redis = RedisStore(
+        redis_url(store, environ),
+        cluster=store.cluster,
+        prefix=store.key_prefix,
+        ttl_s=int(WINDOW_S) + 1,
+        timeout_s=timeout_s,
+    )
+    breaker = Breaker(
+        store.breaker_failures, BACKOFF_BASE_S, store.backoff_max_s, rng, time.monotonic
+    )
+    return SharedLimiter(
+        redis.script(GCRA, timeout_s),
+        redis.script(SETTLE, timeout_s),
+        store.key_prefix,
+        local,
+        cfg.auth.fallback_share,
+        breaker,
+    )
