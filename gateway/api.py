@@ -28,7 +28,6 @@ from gateway.errors import (
     Unavailable,
 )
 from gateway.exchange import CLIENT_CANCEL, Exchange
-from gateway.logs import log_access
 from gateway.registry import Target
 from gateway.routing import RequestContext
 from gateway.runtime import Gateway, Runtime
@@ -94,7 +93,7 @@ class ProxyEndpoint:
             rt.metrics.inflight.dec()
             ex.duration = perf_counter() - ex.started
             rt.metrics.record(ex)
-            log_access(ex)
+            gw.access.write(ex)
             self._record(ex)
 
     async def _serve(

@@ -106,7 +106,10 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         gateway.forwarder.transport = transport()
         await gateway.live.start()
-        tasks = _start_reload(reloader)
+        tasks = [
+            *_start_reload(reloader),
+            asyncio.get_running_loop().create_task(gateway.access.run()),
+        ]
         gateway.ready = True
         try:
             yield

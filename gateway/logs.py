@@ -8,16 +8,19 @@ config section (`level`, `format: json|text`, `access: true|false`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 import sys
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
 from gateway.exchange import Exchange
 
 ACCESS = logging.getLogger("gateway.access")
+MAX_BATCH = 512
 
 
 class JsonFormatter(logging.Formatter):
@@ -75,9 +78,44 @@ def access_fields(ex: Exchange) -> dict[str, Any]:
     }
 
 
-def log_access(ex: Exchange) -> None:
-    if not ACCESS.disabled and ACCESS.isEnabledFor(logging.INFO):
-        ACCESS.info("%s %s", ex.status, ex.path, extra={"fields": access_fields(ex)})
+class AccessLog:
+    """Access lines off the request path: a request appends one pre-serialised JSON line; a
+    background task writes the batch every `interval_s` (or sooner when it grows large).
+    Lines have the same shape as `JsonFormatter`'s; with `format: text` lines go through
+    `logging` instead."""
+
+    def __init__(self, enabled: bool, json: bool, stream: IO[bytes] | None = None) -> None:
+        self.enabled = enabled
+        self._json = json
+        self._stream = stream or sys.stderr.buffer
+        self._lines: list[bytes] = []
+
+    def write(self, ex: Exchange) -> None:
+        if not self.enabled:
+            return
+        if not self._json:
+            ACCESS.info("%s %s", ex.status, ex.path, extra={"fields": access_fields(ex)})
+            return
+        when = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        line = {"ts": when, "level": "info", "logger": ACCESS.name, "msg": f"{ex.status} {ex.path}"}
+        self._lines.append(orjson.dumps({**line, **access_fields(ex)}) + b"\n")
+        if len(self._lines) >= MAX_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._lines:
+            data, self._lines = b"".join(self._lines), []
+            with contextlib.suppress(OSError, ValueError):
+                self._stream.write(data)
+                self._stream.flush()
+
+    async def run(self, interval_s: float = 0.2) -> None:
+        try:
+            while True:
+                await asyncio.sleep(interval_s)
+                self.flush()
+        finally:
+            self.flush()
 
 
 def event(logger: logging.Logger, name: str, message: str, **fields: Any) -> None:

@@ -21,6 +21,7 @@ from gateway.auth import KeyTable
 from gateway.config import GatewayConfig
 from gateway.config.schema import Limits
 from gateway.forward import Forwarder
+from gateway.logs import AccessLog
 from gateway.observability import Metrics
 from gateway.ratelimit import Limiter, LocalLimiter
 from gateway.registry import Registry
@@ -60,6 +61,8 @@ class Gateway:
         self.draining = False  # SIGTERM seen: not ready, still serving
         self.shutting_down = False  # drain deadline passed: in-flight work is being ended
         self.limiter: Limiter = LocalLimiter(time.monotonic)  # create_app may share it via Redis
+        log = runtime.config.logging
+        self.access = AccessLog(log.access, log.format == "json")
         self.inflight = 0
         self.tasks: set[asyncio.Task[Any]] = set()
         self.live: Live  # set by create_app: live metrics, store sync, performance recompute

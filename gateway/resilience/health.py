@@ -61,9 +61,10 @@ class HealthTable:
 
     def order(self, name: str, plan: tuple[str, ...], cfg: Ejection) -> tuple[str, ...] | None:
         """The plan's versions that may be tried now, or None for a fast 503 (panic: fail)."""
-        mh = self.model(name, plan)
+        mh = self._models.get(name) or self.model(name, plan)
         if not cfg.enabled or (mh.troubled == 0 and not mh.panic):
             return plan
+        self.model(name, plan)  # versions added by a reload
         now = self._clock()
         if mh.panic:
             return self._panic_order(mh, plan, cfg, now)
@@ -85,7 +86,10 @@ class HealthTable:
 
     def begin(self, name: str, vid: str) -> bool:
         """Claim an attempt on `vid`; False if it is a half-open version already probing."""
-        vh = self.model(name, (vid,)).versions[vid]
+        mh = self._models.get(name)
+        vh = mh.versions.get(vid) if mh is not None else None
+        if vh is None:
+            vh = self.model(name, (vid,)).versions[vid]
         if vh.half_open:
             if vh.probing:
                 return False

@@ -23,6 +23,7 @@ async def test_access_line_fields(capsys: pytest.CaptureFixture[str]) -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
         await c.post("/v1/chat/completions", json={"model": "chat@v2", "messages": [{"role": "user", "content": "SECRET PROMPT"}]},
                      headers={"authorization": "Bearer sk-client-secret", "x-request-id": "req-1"})
+    app.gateway.access.flush()  # lines are written in batches off the request path
     lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
     access = [x for x in lines if x.get("event") == "access"]
     assert len(access) == 1
