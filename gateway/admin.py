@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from gateway import ui
 from gateway.errors import GatewayError
 from gateway.openapi import ERROR
 
@@ -29,10 +30,16 @@ class Unauthorized(GatewayError):
 
 
 def admin_guard(token: str) -> Callable[[Request], None]:
-    """A FastAPI dependency that admits only `Authorization: Bearer <token>`."""
+    """A FastAPI dependency that admits only `Authorization: Bearer <token>`.
+
+    Without an Authorization header, reads (GET/HEAD) may instead present the status page's
+    session cookie (see `gateway.ui`); writes always need the header.
+    """
     expected = f"Bearer {token}".encode()
 
     def check(request: Request) -> None:
+        if ui.session_admits(request, token):
+            return
         given = request.headers.get("authorization", "").encode("latin-1", "replace")
         if not hmac.compare_digest(given, expected):
             raise Unauthorized("admin token missing or invalid")
@@ -75,5 +82,24 @@ def admin_router(token: str, gateway: Any, reloader: Any) -> APIRouter:
     )
     async def model_stats(model: str) -> JSONResponse:
         return JSONResponse(gateway.live.stats(model))
+
+    @router.get(
+        "/ui",
+        summary="The status page: live per-version charts, metadata and canary (HTML, read-only)",
+        response_class=HTMLResponse,
+    )
+    async def status_page() -> HTMLResponse:
+        return ui.page("status.html")
+
+    @router.post(
+        "/session",
+        status_code=204,
+        summary="Start a status-page session: sets an HttpOnly cookie good for admin reads",
+        response_class=Response,
+    )
+    async def session(request: Request) -> Response:
+        response = Response(status_code=204)
+        ui.set_session(response, token, secure=request.url.scheme == "https")
+        return response
 
     return router

@@ -1,4 +1,5 @@
-"""The web routes beside the data plane: model listing, health, readiness and metrics.
+"""The web routes beside the data plane: model listing, health, readiness, metrics, and the
+status page's public login form (when an admin token is configured).
 
 A FastAPI app (it also publishes the OpenAPI document). Errors keep OpenAI's shape everywhere,
 including the framework's own 404/405 (whose headers, such as `Allow`, are kept).
@@ -9,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
+from gateway import ui
 from gateway.auth import Client
 from gateway.errors import GatewayError
 from gateway.openapi import ERROR
@@ -76,7 +78,23 @@ def build_web(gateway: Gateway, lifespan: Any) -> FastAPI:
     async def metrics() -> Response:
         return Response(gateway.runtime.metrics.scrape(), media_type="text/plain; version=0.0.4")
 
+    if gateway.runtime.config.admin.token_env:
+        _login_routes(web)
     return web
+
+
+def _login_routes(web: FastAPI) -> None:
+    """The status page's public login form (it knows no secret: `/admin/session` checks)."""
+
+    @web.get("/login", include_in_schema=False)
+    async def login() -> Response:
+        return ui.page("login.html")
+
+    @web.get("/logout", include_in_schema=False)
+    async def logout() -> Response:
+        response = RedirectResponse("/login", status_code=303)
+        ui.clear_session(response)
+        return response
 
 
 def _error_handlers(web: FastAPI) -> None:
