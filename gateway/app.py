@@ -26,6 +26,7 @@ from gateway import openapi
 from gateway.admin import admin_router
 from gateway.api import ProxyEndpoint
 from gateway.config import GatewayConfig, load_config
+from gateway.control.service import build_control
 from gateway.errors import ClientError
 from gateway.forward import Forwarder
 from gateway.live import Live
@@ -35,6 +36,7 @@ from gateway.reload import Reloader
 from gateway.resilience.health import HealthTable
 from gateway.runtime import Gateway, Runtime
 from gateway.store import SharedClock, build_sync
+from gateway.store.base import ANALYSIS_TAG, SHADOW_TAG
 from gateway.upstream import AiohttpTransport, Transport
 from gateway.web import build_web
 
@@ -96,12 +98,14 @@ def create_app(
     )
     gateway.live = Live(sync, lambda: gateway.runtime, Random(rng.random()))
     gateway.runtime.metrics.watch_live(sync, lambda: gateway.runtime.registry)
+    gateway.control = build_control(gateway, sync, env)
     admin_token = env.get(cfg.admin.token_env, "") if cfg.admin.token_env else ""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         gateway.forwarder.transport = transport()
         await gateway.live.start()
+        await gateway.control.start()
         tasks = _start_reload(reloader)
         gateway.ready = True
         try:
@@ -110,6 +114,7 @@ def create_app(
             gateway.ready = False
             for task in tasks:
                 task.cancel()
+            await gateway.control.stop()
             await gateway.live.stop()
             await gateway.forwarder.close()
 
@@ -131,7 +136,16 @@ def from_env() -> GatewayApp:
 
 
 def _series(runtime: Runtime) -> list[tuple[str, str]]:
-    return [(m.name, v) for m in runtime.registry.models.values() for v in m.versions]
+    """Every configured (model, version), plus the canary arms' analysis series and the shadow
+    version's series."""
+    out = [(m.name, v) for m in runtime.registry.models.values() for v in m.versions]
+    for name, model in runtime.config.models.items():
+        canary, shadow = model.routing.canary, model.routing.shadow
+        if canary is not None:
+            out += [(name, canary.baseline + ANALYSIS_TAG), (name, canary.candidate + ANALYSIS_TAG)]
+        if shadow is not None:
+            out.append((name, shadow.version + SHADOW_TAG))
+    return out
 
 
 def _start_reload(reloader: Reloader | None) -> list[asyncio.Task[None]]:
