@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from gateway.control.routes import add_control_routes
 from gateway.errors import GatewayError
 from gateway.openapi import ERROR
 
@@ -76,4 +77,5 @@ def admin_router(token: str, gateway: Any, reloader: Any) -> APIRouter:
     async def model_stats(model: str) -> JSONResponse:
         return JSONResponse(gateway.live.stats(model))
 
+    add_control_routes(router, gateway)
     return router

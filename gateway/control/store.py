@@ -152,7 +152,7 @@ class RedisControl:
         self._client: Any = (
             RedisCluster.from_url(url, **options)
             if cluster
-            else Redis.from_url(url, max_connections=4, **options)
+            else Redis.from_url(url, max_connections=16, **options)
         )
         self._cas = self._client.register_script(CAS_SCRIPT)
         self._lease = self._client.register_script(LEASE_SCRIPT)
