@@ -35,6 +35,7 @@ from gateway.registry import PROXY_PATHS
 from gateway.reload import Reloader
 from gateway.resilience.health import HealthTable
 from gateway.runtime import Gateway, Runtime
+from gateway.shadow import Shadow
 from gateway.store import SharedClock, build_sync
 from gateway.store.base import ANALYSIS_TAG, SHADOW_TAG
 from gateway.upstream import AiohttpTransport, Transport
@@ -47,10 +48,12 @@ CONFIG_ENV = "GATEWAY_CONFIG"
 class GatewayApp:
     """The ASGI entry point: dispatch the hot path first, the rest to FastAPI."""
 
-    def __init__(self, gateway: Gateway, web: FastAPI, rng: Random) -> None:
+    def __init__(
+        self, gateway: Gateway, web: FastAPI, rng: Random, shadow: Shadow | None = None
+    ) -> None:
         self.gateway = gateway
         self.web = web
-        self._proxy = ProxyEndpoint(gateway, rng, gateway.live.record)
+        self._proxy = ProxyEndpoint(gateway, rng, gateway.live.record, shadow)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in PROXY_ROUTES:
@@ -99,6 +102,7 @@ def create_app(
     gateway.live = Live(sync, lambda: gateway.runtime, Random(rng.random()))
     gateway.runtime.metrics.watch_live(sync, lambda: gateway.runtime.registry)
     gateway.control = build_control(gateway, sync, env)
+    shadow = Shadow(gateway.forwarder, sync.record, Random(rng.random()))
     admin_token = env.get(cfg.admin.token_env, "") if cfg.admin.token_env else ""
 
     @asynccontextmanager
@@ -115,6 +119,7 @@ def create_app(
             for task in tasks:
                 task.cancel()
             await gateway.control.stop()
+            await shadow.stop()
             await gateway.live.stop()
             await gateway.forwarder.close()
 
@@ -122,7 +127,7 @@ def create_app(
     if admin_token:
         web.include_router(admin_router(admin_token, gateway, reloader))
     openapi.install(web, lambda: sorted(gateway.runtime.registry.models))
-    return GatewayApp(gateway, web, rng)
+    return GatewayApp(gateway, web, rng, shadow)
 
 
 def from_env() -> GatewayApp:

@@ -288,3 +288,32 @@ def test_weights_and_alias_through_the_cli_and_concurrent_writers(
             for g, b in zip((one, two), bodies, strict=True)
         )
         assert codes == [200, 409]
+
+
+def test_shadow_copies_never_touch_the_client(
+    mocks: tuple[Mock, Mock], redis: RedisServer, workdir: Path
+) -> None:
+    """The shadow version fails every request and answers 300 ms late: clients see neither, the
+    copies are counted apart, and the shadow version's own series stays empty."""
+    reset(mocks)
+    base, cand = mocks
+    cand.configure(error_rate=1.0, latency_ms=300)
+    cand.reset()
+    cfg = config(mocks, redis)
+    cfg["models"]["chat"]["routing"] = {
+        "weights": {"v1": 1},
+        "shadow": {"version": "v2", "percent": 100},
+    }
+    with gateway(cfg, workdir, env=ENV) as g:
+        with Load([g.base], 30, stream_every=3) as load:
+            time.sleep(4)
+        assert load.errors() == [] and {r.version for r in load.results} == {"v1"}
+        assert max(r.latency for r in load.results) < 0.25
+        time.sleep(2)
+        metrics = httpx.get(f"{g.base}/metrics").text
+        line = 'gateway_shadow_requests_total{model="chat",outcome="upstream_error",version="v2"}'
+        assert line in metrics
+        assert float(metrics.split(line)[1].split()[0]) >= 0.8 * len(load.results)
+        stats = httpx.get(f"{g.base}/admin/models/chat/stats", headers=AUTH).json()
+        assert stats["versions"]["v2"]["requests"] == 0
+        assert cand.stats()["requests"] >= 0.8 * len(load.results)
