@@ -10,6 +10,7 @@ scenario judges errors only (`metric: none`); the slow one judges TTFT.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -186,7 +187,7 @@ def test_healthy_candidate_is_promoted_and_becomes_stable(
         for r in sorted(load.results, key=lambda r: r.at):
             by_session.setdefault(r.session, []).append(r.version)
         for versions in by_session.values():  # v1 ... v1 v2 ... v2: at most one switch, into v2
-            switches = [(a, b) for a, b in zip(versions, versions[1:], strict=False) if a != b]
+            switches = [(a, b) for a, b in itertools.pairwise(versions) if a != b]
             assert switches in ([], [("v1", "v2")]), versions
 
 
@@ -296,7 +297,7 @@ def test_shadow_copies_never_touch_the_client(
     """The shadow version fails every request and answers 300 ms late: clients see neither, the
     copies are counted apart, and the shadow version's own series stays empty."""
     reset(mocks)
-    base, cand = mocks
+    _base, cand = mocks
     cand.configure(error_rate=1.0, latency_ms=300)
     cand.reset()
     cfg = config(mocks, redis)

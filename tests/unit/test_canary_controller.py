@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from random import Random
 
 import pytest
@@ -136,3 +137,16 @@ async def test_manual_actions_and_invalid_transitions() -> None:
     with pytest.raises(InvalidTransition):
         await controller.act("chat", "resume")
     assert app.gateway.runtime.registry.models["chat"].policy.weights()["v2"] == 0.0
+
+
+def test_validate_prints_each_canarys_projection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import main
+
+    path = tmp_path / "canary.yaml"
+    path.write_text(CANARY)
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "canary v1 -> v2, steps 10/50 %" in out
+    assert "canary projection at 10 req/s" in out and "total expected" in out
