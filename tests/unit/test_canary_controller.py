@@ -140,10 +140,11 @@ async def test_manual_actions_and_invalid_transitions() -> None:
 
 
 def test_validate_prints_each_canarys_projection(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from gateway.cli import main
 
+    monkeypatch.setenv("V2_KEY", "secret")
     path = tmp_path / "canary.yaml"
     path.write_text(CANARY)
     assert main(["validate", str(path)]) == 0
