@@ -28,6 +28,7 @@ from gateway.api import ProxyEndpoint
 from gateway.config import GatewayConfig, load_config
 from gateway.control.service import build_control
 from gateway.errors import ClientError
+from gateway.exchange import Exchange
 from gateway.forward import Forwarder
 from gateway.live import Live
 from gateway.observability import Metrics
@@ -53,7 +54,11 @@ class GatewayApp:
     ) -> None:
         self.gateway = gateway
         self.web = web
-        self._proxy = ProxyEndpoint(gateway, rng, gateway.live.record, shadow)
+        self._proxy = ProxyEndpoint(gateway, rng, self._record, shadow)
+
+    def _record(self, ex: Exchange) -> None:
+        self.gateway.live.record(ex)
+        self.gateway.control.observe(ex)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in PROXY_ROUTES:

@@ -47,7 +47,7 @@ class ControlPlane:
         poll_s: float = POLL_S,
     ) -> None:
         self.store = store
-        self._gw = gateway
+        self.gateway = self._gw = gateway
         self._environ = environ
         self._on_apply = on_apply
         self.poll_s = poll_s

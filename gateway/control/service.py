@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from gateway.control.overrides import stored_canary
 from gateway.control.plane import ControlPlane
 from gateway.control.store import ControlStore, MemoryControl, RedisControl
-from gateway.errors import StoreError
+from gateway.errors import GatewayError, StoreError
+from gateway.exchange import VERSION_FAILURES, Exchange
 from gateway.rollout.controller import CanaryController
 from gateway.rollout.evidence import SnapshotEvidence
 from gateway.rollout.from_config import canary_settings
@@ -42,6 +43,37 @@ class Control:
         self.plane = plane
         self.controller = controller
         self._tasks: list[asyncio.Task[None]] = []
+        self._streaks: dict[str, int] = {}  # model → candidate failures in a row, this replica
+        self._guarding: set[str] = set()
+
+    def observe(self, ex: Exchange) -> None:
+        """The request path's O(1) hook: count the candidate's failures in a row on analysis
+        traffic and, at the guardrail, start one rollback by CAS (the local fast path)."""
+        if ex.routing_reason != "canary" or ex.model is None:
+            return
+        canary = self.plane.gateway.runtime.config.models[ex.model].routing.canary
+        if canary is None:
+            return
+        streak = self._streaks.get(ex.model, 0)
+        for attempt in ex.attempts:
+            if attempt.version == canary.candidate:
+                failed = attempt.outcome in VERSION_FAILURES
+                streak = streak + 1 if failed else 0
+        self._streaks[ex.model] = streak
+        limit = canary.guardrails.consecutive_failures
+        if streak >= limit and ex.model not in self._guarding:
+            self._guarding.add(ex.model)
+            task = asyncio.get_running_loop().create_task(self._guard(ex.model, streak))
+            self._tasks.append(task)
+
+    async def _guard(self, model: str, streak: int) -> None:
+        try:
+            await self.controller.guard(model, streak)
+        except GatewayError as err:  # store down or a race: the leader's buckets still count
+            log.warning("canary %s: local guardrail rollback failed: %s", model, err.message)
+        finally:
+            self._streaks[model] = 0
+            self._guarding.discard(model)
 
     async def start(self) -> None:
         try:

@@ -235,6 +235,25 @@ class CanaryController:
         await self._commit(name, canary, generation, new, record)
         return record
 
+    async def guard(self, name: str, streak: int) -> DecisionRecord | None:
+        """The local fast path: this replica saw `streak` candidate failures in a row (at or
+        above the guardrail) — roll back by CAS now, without waiting for the leader's bucket."""
+        model = self._models()[name]
+        canary = model.routing.canary
+        if canary is None:
+            return None
+        generation, value = await self.plane.store.get(name)
+        state = stored_canary(model, value)
+        if state is None or state.status in ("promoted", "rolled_back"):
+            return None
+        settings = canary_settings(canary)
+        note = f"{streak} candidate failures in a row on one replica (limit "
+        note += f"{canary.guardrails.consecutive_failures})"
+        new, record = judge.rollback(settings, state, self._clock(), note)
+        record = replace(record, rule="guardrail.consecutive_failures")
+        await self._commit(name, canary, generation, new, record)
+        return record
+
     async def status(self, name: str) -> dict[str, Any]:
         """`GET /admin/models/{model}/canary`: the stored state and the history, oldest first."""
         model = self._models()[name]

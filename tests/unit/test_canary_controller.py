@@ -4,6 +4,7 @@ from the stored state without a double step."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -151,3 +152,29 @@ def test_validate_prints_each_canarys_projection(
     out = capsys.readouterr().out
     assert "canary v1 -> v2, steps 10/50 %" in out
     assert "canary projection at 10 req/s" in out and "total expected" in out
+
+
+async def test_local_consecutive_failures_roll_back_at_once() -> None:
+    from gateway.exchange import UPSTREAM_ERROR, Attempt, Exchange
+
+    clock, store = [1000.0], MemoryControl(lambda: 0.0)
+    app = build(store, clock, 0.0)
+    control = app.gateway.control
+    await run(app, clock, 1)
+
+    def exchange(reason: str, outcome: str) -> Exchange:
+        ex = Exchange("r", "/v1/chat/completions", 0.0, "chat", routing_reason=reason)
+        ex.attempts.append(Attempt("v2", 0.0, False, outcome))
+        return ex
+
+    for _ in range(10):
+        control.observe(exchange("pinned", UPSTREAM_ERROR))  # pinned traffic never counts
+    for _ in range(4):
+        control.observe(exchange("canary", UPSTREAM_ERROR))
+    control.observe(exchange("canary", "success"))  # the run is broken
+    for _ in range(5):
+        control.observe(exchange("canary", UPSTREAM_ERROR))
+    await asyncio.gather(*control._tasks[-1:])
+    status = await control.controller.status("chat")
+    assert status["state"] == "rolled_back"
+    assert [h["rule"] for h in status["history"]] == ["guardrail.consecutive_failures"]
