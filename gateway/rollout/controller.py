@@ -254,6 +254,11 @@ class CanaryController:
         await self._commit(name, canary, generation, new, record)
         return record
 
+    def _applied(self, name: str, candidate: str) -> float:
+        """The candidate's share in the runtime this replica routes with now (percent)."""
+        policy = self.plane.gateway.runtime.registry.models[name].policy
+        return 100.0 * policy.weights().get(candidate, 0.0)
+
     async def status(self, name: str) -> dict[str, Any]:
         """`GET /admin/models/{model}/canary`: the stored state and the history, oldest first."""
         model = self._models()[name]
@@ -275,6 +280,7 @@ class CanaryController:
             "step": state.step if state else 0,
             "steps": [s.weight for s in canary.steps],
             "weight": judge.current_weight(settings, state) if state else settings.weight(0),
+            "applied_weight": self._applied(name, canary.candidate),
             "generation": generation,
             "canary_generation": state.generation if state else 0,
             "leader": name in self.leading,
