@@ -120,6 +120,11 @@ def weight_problems(model: str, versions: Any, weights: Any, strategy: str) -> l
 
 def add_control_routes(router: APIRouter, gateway: Any) -> None:
     """Register the control routes on the (token-guarded) admin router."""
+    _override_routes(router, gateway)
+    _canary_routes(router, gateway)
+
+
+def _override_routes(router: APIRouter, gateway: Any) -> None:
 
     @router.put(
         "/models/{model}/weights",
@@ -180,6 +185,8 @@ def add_control_routes(router: APIRouter, gateway: Any) -> None:
         body = {"model": model, "alias": alias, "version": target}
         return JSONResponse({**body, "generation": generation})
 
+
+def _canary_routes(router: APIRouter, gateway: Any) -> None:
     @router.get(
         "/models/{model}/canary",
         summary="The canary's state, step, weight, live numbers and decision history",
