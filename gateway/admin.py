@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from gateway import ui
+from gateway.control.routes import add_control_routes
 from gateway.errors import GatewayError
 from gateway.openapi import ERROR
 
@@ -102,4 +103,5 @@ def admin_router(token: str, gateway: Any, reloader: Any) -> APIRouter:
         ui.set_session(response, token, secure=request.url.scheme == "https")
         return response
 
+    add_control_routes(router, gateway)
     return router

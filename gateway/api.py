@@ -31,6 +31,7 @@ from gateway.exchange import CLIENT_CANCEL, Exchange
 from gateway.registry import Target
 from gateway.routing import RequestContext
 from gateway.runtime import Gateway, Runtime
+from gateway.shadow import Shadow
 from gateway.streaming import sse_error
 
 REQUEST_ID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -62,11 +63,16 @@ class ClientLink:
 
 class ProxyEndpoint:
     def __init__(
-        self, gateway: Gateway, rng: Random, record: Callable[[Exchange], None] = lambda ex: None
+        self,
+        gateway: Gateway,
+        rng: Random,
+        record: Callable[[Exchange], None] = lambda ex: None,
+        shadow: Shadow | None = None,
     ) -> None:
         self._gw = gateway
         self._rng = rng
         self._record = record  # the live store's recorder: synchronous, O(1)
+        self._shadow = shadow  # copies to `routing.shadow` (synchronous, O(1); runs apart)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = self._gw
@@ -119,6 +125,8 @@ class ProxyEndpoint:
         ex.stream = link.stream = payload.get("stream") is True
         order = self._decide(target, headers, payload, ex)
         ticket = await self._gw.limiter.reserve(client.id, client.rate_limit, payload, len(body))
+        if self._shadow is not None:  # only admitted requests are copied
+            self._shadow.maybe(rt, target.model.name, payload, scope["headers"], ex)
         try:
             await self._forward(rt, scope, receive, link, ex, task, target, order, payload)
         finally:

@@ -26,7 +26,9 @@ from gateway import openapi
 from gateway.admin import admin_router
 from gateway.api import ProxyEndpoint
 from gateway.config import GatewayConfig, load_config
+from gateway.control.service import build_control
 from gateway.errors import ClientError
+from gateway.exchange import Exchange
 from gateway.forward import Forwarder
 from gateway.live import Live
 from gateway.observability import Metrics
@@ -36,7 +38,9 @@ from gateway.registry import PROXY_PATHS
 from gateway.reload import Reloader
 from gateway.resilience.health import HealthTable
 from gateway.runtime import Gateway, Runtime
+from gateway.shadow import Shadow
 from gateway.store import SharedClock, build_sync
+from gateway.store.base import ANALYSIS_TAG, SHADOW_TAG
 from gateway.upstream import AiohttpTransport, Transport
 from gateway.web import build_web
 
@@ -47,10 +51,16 @@ CONFIG_ENV = "GATEWAY_CONFIG"
 class GatewayApp:
     """The ASGI entry point: dispatch the hot path first, the rest to FastAPI."""
 
-    def __init__(self, gateway: Gateway, web: FastAPI, rng: Random) -> None:
+    def __init__(
+        self, gateway: Gateway, web: FastAPI, rng: Random, shadow: Shadow | None = None
+    ) -> None:
         self.gateway = gateway
         self.web = web
-        self._proxy = ProxyEndpoint(gateway, rng, gateway.live.record)
+        self._proxy = ProxyEndpoint(gateway, rng, self._record, shadow)
+
+    def _record(self, ex: Exchange) -> None:
+        self.gateway.live.record(ex)
+        self.gateway.control.observe(ex)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in PROXY_ROUTES:
@@ -100,12 +110,15 @@ def create_app(
     )
     gateway.live = Live(sync, lambda: gateway.runtime, Random(rng.random()))
     gateway.runtime.metrics.watch_live(sync, lambda: gateway.runtime.registry)
+    gateway.control = build_control(gateway, sync, env)
+    shadow = Shadow(gateway.forwarder, sync.record, Random(rng.random()))
     admin_token = env.get(cfg.admin.token_env, "") if cfg.admin.token_env else ""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         gateway.forwarder.transport = transport()
         await gateway.live.start()
+        await gateway.control.start()
         tasks = [
             *_start_reload(reloader),
             asyncio.get_running_loop().create_task(gateway.access.run()),
@@ -117,6 +130,8 @@ def create_app(
             gateway.ready = False
             for task in tasks:
                 task.cancel()
+            await gateway.control.stop()
+            await shadow.stop()
             await gateway.live.stop()
             await gateway.forwarder.close()
 
@@ -124,7 +139,7 @@ def create_app(
     if admin_token:
         web.include_router(admin_router(admin_token, gateway, reloader))
     openapi.install(web, lambda: sorted(gateway.runtime.registry.models))
-    return GatewayApp(gateway, web, rng)
+    return GatewayApp(gateway, web, rng, shadow)
 
 
 def from_env() -> GatewayApp:
@@ -138,7 +153,16 @@ def from_env() -> GatewayApp:
 
 
 def _series(runtime: Runtime) -> list[tuple[str, str]]:
-    return [(m.name, v) for m in runtime.registry.models.values() for v in m.versions]
+    """Every configured (model, version), plus the canary arms' analysis series and the shadow
+    version's series."""
+    out = [(m.name, v) for m in runtime.registry.models.values() for v in m.versions]
+    for name, model in runtime.config.models.items():
+        canary, shadow = model.routing.canary, model.routing.shadow
+        if canary is not None:
+            out += [(name, canary.baseline + ANALYSIS_TAG), (name, canary.candidate + ANALYSIS_TAG)]
+        if shadow is not None:
+            out.append((name, shadow.version + SHADOW_TAG))
+    return out
 
 
 def _start_reload(reloader: Reloader | None) -> list[asyncio.Task[None]]:

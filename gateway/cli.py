@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,6 +22,7 @@ from gateway.config.schema import Model, Performance
 from gateway.errors import ConfigError
 
 log = logging.getLogger("gateway")
+DEFAULT_RPS = 10.0  # the canary projection's request rate without `expected_rps`
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config" / "example.yaml"
 
 
@@ -102,7 +104,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
             f"  {name}: versions {', '.join(model.versions)}; aliases {aliases}; "
             f"{model.routing.strategy} {_route_summary(model)}"
         )
+        _print_projection(model)
     return 0
+
+
+def _print_projection(model: Model) -> None:
+    """Each canary's projected step durations (at `expected_rps`, or 10 req/s)."""
+    from gateway.rollout import format_projection, project
+    from gateway.rollout.from_config import canary_settings
+
+    canary = model.routing.canary
+    if canary is None:
+        return
+    rate = canary.expected_rps or DEFAULT_RPS
+    rows = project(canary_settings(canary), rate, canary.expected_error_rate)
+    print(textwrap.indent(format_projection(rows, rate, canary.expected_error_rate), "    "))
 
 
 def _route_summary(model: Model) -> str:
@@ -112,6 +128,9 @@ def _route_summary(model: Model) -> str:
         pool = ", ".join(perf.versions or model.versions)
         caps = ", ".join(f"{v}≤{w:g}%" for v, w in (routing.weights or {}).items())
         return f"({perf.objective}) over {pool}" + (f"; ceilings {caps}" if caps else "")
+    if routing.canary is not None and routing.strategy == "canary":
+        steps = "/".join(f"{s.weight:g}" for s in routing.canary.steps)
+        return f"{routing.canary.baseline} -> {routing.canary.candidate}, steps {steps} %"
     weights = routing.weights or {model.aliases.get("stable", next(iter(model.versions))): 100}
     return ", ".join(f"{v}={w:g}" for v, w in weights.items())
 

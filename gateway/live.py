@@ -20,6 +20,7 @@ from gateway.exchange import Exchange
 from gateway.routing import PerformancePolicy
 from gateway.runtime import Runtime
 from gateway.store import StoreSync
+from gateway.store.base import ANALYSIS_TAG
 
 log = logging.getLogger("gateway.live")
 IDLE_TICK_S = 1.0
@@ -34,8 +35,11 @@ class Live:
         self._tasks: list[asyncio.Task[None]] = []
 
     def record(self, ex: Exchange) -> None:
+        """Queue the request's attempts; canary-split requests also feed the analysis series
+        (pinned and rule-routed requests have other reasons and never do)."""
         if ex.model is not None and ex.attempts:
-            self.sync.record(ex.model, ex.attempts)
+            tag = ANALYSIS_TAG if ex.routing_reason == "canary" else ""
+            self.sync.record(ex.model, ex.attempts, tag)
 
     async def start(self) -> None:
         await self.sync.start()

@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from gateway.exchange import Attempt, Exchange
 from gateway.logs import event
 from gateway.registry import Registry
+from gateway.rollout.metrics import CanaryMetrics
 from gateway.store.window import FAILURE_CLASSES
 
 if TYPE_CHECKING:
@@ -126,6 +127,7 @@ class Metrics:
         self.reloads = Counter(
             "gateway_config_reloads", "Config reload attempts by result", ["result"], registry=r
         )
+        self.canary = CanaryMetrics(r)
         self._known: frozenset[tuple[str, str]] = frozenset()
         self._children: dict[tuple[str, str, str], Callable[[Exchange], None]] = {}
 

@@ -104,9 +104,16 @@ class Registry:
     models: Mapping[str, ModelEntry]
 
     @classmethod
-    def build(cls, cfg: GatewayConfig, environ: Mapping[str, str], revision: str = "") -> Registry:
+    def build(
+        cls,
+        cfg: GatewayConfig,
+        environ: Mapping[str, str],
+        revision: str = "",
+        canary_weights: Mapping[str, float] | None = None,
+    ) -> Registry:
+        weights = canary_weights or {}
         models = {
-            name: _model_entry(name, m, cfg.defaults, environ, revision)
+            name: _model_entry(name, m, cfg.defaults, environ, revision, weights.get(name))
             for name, m in cfg.models.items()
         }
         return cls(models)
@@ -140,7 +147,12 @@ class Registry:
 
 
 def _model_entry(
-    name: str, model: Model, defaults: Defaults, environ: Mapping[str, str], revision: str
+    name: str,
+    model: Model,
+    defaults: Defaults,
+    environ: Mapping[str, str],
+    revision: str,
+    canary_weight: float | None = None,
 ) -> ModelEntry:
     versions = {}
     for vid, version in model.versions.items():
@@ -165,7 +177,7 @@ def _model_entry(
         name=name,
         versions=versions,
         aliases=dict(model.aliases),
-        policy=build_policy(name, model),
+        policy=build_policy(name, model, canary_weight),
         timeouts=merged(defaults.timeouts, r.timeouts),
         retry=merged(defaults.retry, r.retry),
         ejection=merged(defaults.ejection, r.ejection),

@@ -62,9 +62,8 @@ class Reloader:
             if getattr(cfg, key) != getattr(old.config, key)
         )
         cfg = cfg.model_copy(update={"listen": old.config.listen, "store": old.config.store})
-        runtime = Runtime.build(
-            cfg, old.metrics, os.environ if self._environ is None else self._environ
-        )
+        environ = os.environ if self._environ is None else self._environ
+        runtime = Runtime.build(cfg, old.metrics, environ, old.overrides)  # keeps the overrides
         self._gw.swap(runtime)
         old.metrics.reloads.labels("applied").inc()
         event(

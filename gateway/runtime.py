@@ -1,7 +1,8 @@
 """Process state: the per-config snapshot the data path reads, and the holder that swaps it.
 
-A `Runtime` bundles everything derived from one config (registry, limits, revision) with the
-process-wide metrics. Each request reads `Gateway.runtime` once and keeps that snapshot to the
+A `Runtime` bundles everything derived from one config (registry, limits, revision) and the
+shared control overrides layered over it (weights, aliases, canary weight) with the process-wide
+metrics. Each request reads `Gateway.runtime` once and keeps that snapshot to the
 end, so a reload never changes a request in flight. `Gateway` holds what outlives a config:
 the forwarder (the pooled upstream client), version health and retry budgets, in-flight requests,
 and the readiness and drain flags.
@@ -13,13 +14,14 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gateway.attempts import PlanRunner
 from gateway.auth import KeyTable
 from gateway.config import GatewayConfig
 from gateway.config.schema import Limits
+from gateway.control.overrides import Overrides, layered
 from gateway.forward import Forwarder
 from gateway.logs import AccessLog
 from gateway.observability import Metrics
@@ -28,6 +30,7 @@ from gateway.registry import Registry
 from gateway.resilience.health import HealthTable
 
 if TYPE_CHECKING:
+    from gateway.control.service import Control
     from gateway.live import Live
 
 
@@ -39,12 +42,23 @@ class Runtime:
     metrics: Metrics
     revision: str
     keys: KeyTable
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, cfg: GatewayConfig, metrics: Metrics, environ: Mapping[str, str]) -> Runtime:
+    def build(
+        cls,
+        cfg: GatewayConfig,
+        metrics: Metrics,
+        environ: Mapping[str, str],
+        overrides: Overrides | None = None,
+    ) -> Runtime:
+        """The snapshot for the file config `cfg` with the shared control `overrides` layered
+        over it (`gateway.control.overrides.layered`; `config` stays the file's)."""
         revision = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12]
-        registry = Registry.build(cfg, environ, revision)
-        return cls(cfg, registry, cfg.limits, metrics, revision, KeyTable(cfg.auth))
+        overrides = dict(overrides or {})
+        routed, canary_weights = layered(cfg, overrides)
+        registry = Registry.build(routed, environ, revision, canary_weights)
+        return cls(cfg, registry, cfg.limits, metrics, revision, KeyTable(cfg.auth), overrides)
 
 
 class Gateway:
@@ -66,6 +80,7 @@ class Gateway:
         self.inflight = 0
         self.tasks: set[asyncio.Task[Any]] = set()
         self.live: Live  # set by create_app: live metrics, store sync, performance recompute
+        self.control: Control  # set by create_app: shared overrides and the canary controller
         self.swap(runtime)
 
     def swap(self, runtime: Runtime) -> None:

@@ -24,6 +24,7 @@ class Result:
     latency: float
     version: str
     complete: bool
+    session: str = ""  # the x-session-id sent, with `sessions`
 
     @property
     def ok(self) -> bool:
@@ -40,11 +41,13 @@ class Load:
         model: str = "chat",
         headers: dict[str, str] | None = None,
         max_inflight: int = 64,
+        sessions: int = 0,
     ) -> None:
         self.urls, self.rps, self.stream_every, self.model = urls, rps, stream_every, model
         self.headers = headers or {}
         self.results: list[Result] = []
         self._max_inflight = max_inflight
+        self.sessions = sessions  # > 0: request i sends x-session-id s<i mod sessions>
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
@@ -79,7 +82,8 @@ class Load:
                 await limit.acquire()
                 url = self.urls[sent % len(self.urls)]
                 stream = self.stream_every > 0 and sent % self.stream_every == 0
-                task = asyncio.create_task(self._one(session, url, stream, limit))
+                sid = f"s{sent % self.sessions}" if self.sessions else ""
+                task = asyncio.create_task(self._one(session, url, stream, limit, sid))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 sent += 1
@@ -87,7 +91,12 @@ class Load:
                 await asyncio.gather(*tasks)
 
     async def _one(
-        self, session: aiohttp.ClientSession, base: str, stream: bool, limit: asyncio.Semaphore
+        self,
+        session: aiohttp.ClientSession,
+        base: str,
+        stream: bool,
+        limit: asyncio.Semaphore,
+        sid: str = "",
     ) -> None:
         body = {
             "model": self.model,
@@ -98,7 +107,8 @@ class Load:
         status, version, complete = 0, "", False
         try:
             url = f"{base}/v1/chat/completions"
-            async with session.post(url, json=body, headers=self.headers) as resp:
+            headers = {**self.headers, "x-session-id": sid} if sid else self.headers
+            async with session.post(url, json=body, headers=headers) as resp:
                 status, version = resp.status, resp.headers.get("x-gateway-version", "")
                 data = await resp.read()
                 complete = (b"data: [DONE]" in data) if stream else True
@@ -107,5 +117,5 @@ class Load:
         finally:
             limit.release()
         self.results.append(
-            Result(started, base, status, time.monotonic() - started, version, complete)
+            Result(started, base, status, time.monotonic() - started, version, complete, sid)
         )

@@ -32,7 +32,8 @@ def _canary(name: str, model: Model, canary_weight: float | None) -> Policy:
     arms = {canary.candidate: weight, canary.baseline: 100.0 - weight}
     arms.update({vid: 0.0 for vid in model.versions if vid not in arms})
     salt = f"{name}:{canary.candidate}".encode()  # a new rollout reshuffles keys
-    return WeightedPolicy(arms, key_getter(model.routing.sticky_key), salt, reason="canary")
+    reason = "canary" if 0.0 < weight < 100.0 else "weighted"  # ended: no longer analysed
+    return WeightedPolicy(arms, key_getter(model.routing.sticky_key), salt, reason=reason)
 
 
 def _performance(name: str, model: Model, canary_weight: float | None) -> Policy:

@@ -36,6 +36,8 @@ OUTCOME = "o:"
 LATENCY = "l:"
 TTFT = "t:"
 SLOW = "s:"
+ANALYSIS_TAG = "#canary"  # series suffix of canary-analysis attempts (also in the plain series)
+SHADOW_TAG = "#shadow"  # series suffix of shadow copies (only there: never the version's own)
 
 
 @dataclass(frozen=True, slots=True)

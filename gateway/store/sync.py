@@ -27,6 +27,7 @@ from gateway.errors import StoreError
 from gateway.exchange import Attempt
 from gateway.store.base import (
     REQUESTS,
+    SHADOW_TAG,
     Batch,
     Fetched,
     MetricsStore,
@@ -62,7 +63,7 @@ class StoreSync:
         self.breaker = breaker
         self._series = series
         self._slow_ms = tuple(settings.slow_ms)
-        self._buffer: deque[tuple[str, Sequence[Attempt], float]] = deque()
+        self._buffer: deque[tuple[str, Sequence[Attempt], float, str]] = deque()
         self._pending: Batch = {}
         self.dropped = {"buffer_full": 0, "flush_failed": 0, "expired": 0}
         self.errors = {"flush": 0, "refresh": 0, "probe": 0}
@@ -79,12 +80,15 @@ class StoreSync:
             return "memory"
         return "redis" if self.shared_up else "local"
 
-    def record(self, model: str, attempts: Sequence[Attempt]) -> None:
-        """Queue one request's attempts (the request path's only call; never blocks)."""
+    def record(self, model: str, attempts: Sequence[Attempt], tag: str = "") -> None:
+        """Queue one request's attempts (the request path's only call; never blocks).
+
+        With a `tag` (e.g. `#canary`, `#shadow`) each attempt is also counted under the series
+        `<version><tag>`, so analysis or shadow traffic has counters of its own."""
         if len(self._buffer) >= self.settings.buffer_size:
             self.dropped["buffer_full"] += len(attempts)
             return
-        self._buffer.append((model, attempts, self.clock.now()))
+        self._buffer.append((model, attempts, self.clock.now(), tag))
 
     def snapshot_age(self) -> float:
         """Seconds since the view routing reads was last refreshed from the shared store."""
@@ -183,11 +187,15 @@ class StoreSync:
         items, self._buffer = self._buffer, deque()
         batch: Batch = {}
         bucket_s = self.settings.bucket_s
-        for model, attempts, at in items:
+        for model, attempts, at, tag in items:
             start = bucket_start(at, bucket_s)
             for attempt in attempts:
-                fields = batch.setdefault((model, attempt.version, start), {})
-                add_attempt(fields, attempt, self._slow_ms)
+                if tag != SHADOW_TAG:  # shadow copies count only under their own series
+                    fields = batch.setdefault((model, attempt.version, start), {})
+                    add_attempt(fields, attempt, self._slow_ms)
+                if tag:
+                    tagged = batch.setdefault((model, attempt.version + tag, start), {})
+                    add_attempt(tagged, attempt, self._slow_ms)
         return batch
 
     def _expire_pending(self) -> None:

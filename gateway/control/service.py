@@ -1,0 +1,122 @@
+"""Wiring the control plane and the canary controller into one process.
+
+`build_control` picks the control store from the `store` config (memory: this process only;
+redis: the same URL, cluster flag, key prefix and timeout as the metrics store), and builds the
+`ControlPlane` (apply loop, CAS writes) and the `CanaryController` reading evidence from the live
+metrics snapshot. `Control.start()` applies the stored state once (bounded by the store timeout)
+and starts both loops; `stop()` cancels them. The lifespan in `gateway/app.py` owns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+
+from gateway.control.overrides import stored_canary
+from gateway.control.plane import ControlPlane
+from gateway.control.store import ControlStore, MemoryControl, RedisControl
+from gateway.errors import GatewayError, StoreError
+from gateway.exchange import VERSION_FAILURES, Exchange
+from gateway.rollout.controller import CanaryController
+from gateway.rollout.evidence import SnapshotEvidence
+from gateway.rollout.from_config import canary_settings
+from gateway.runtime import Gateway, Runtime
+from gateway.store import StoreSync, redis_url
+
+log = logging.getLogger("gateway.control")
+SETTLE_MARGIN_S = 0.25
+
+
+def publish_applied(runtime: Runtime) -> None:
+    """Every replica's canary gauges (step, weight, state) from the applied control state."""
+    for name, model in runtime.config.models.items():
+        canary = model.routing.canary
+        state = stored_canary(model, runtime.overrides.get(name))
+        if canary is not None and state is not None:
+            runtime.metrics.canary.publish(name, canary_settings(canary), state)
+
+
+class Control:
+    def __init__(self, plane: ControlPlane, controller: CanaryController) -> None:
+        self.plane = plane
+        self.controller = controller
+        self._tasks: list[asyncio.Task[None]] = []
+        self._streaks: dict[str, int] = {}  # model → candidate failures in a row, this replica
+        self._guarding: set[str] = set()
+
+    def observe(self, ex: Exchange) -> None:
+        """The request path's O(1) hook: count the candidate's failures in a row on analysis
+        traffic and, at the guardrail, start one rollback by CAS (the local fast path)."""
+        if ex.routing_reason != "canary" or ex.model is None:
+            return
+        canary = self.plane.gateway.runtime.config.models[ex.model].routing.canary
+        if canary is None:
+            return
+        streak = self._streaks.get(ex.model, 0)
+        for attempt in ex.attempts:
+            if attempt.version == canary.candidate:
+                failed = attempt.outcome in VERSION_FAILURES
+                streak = streak + 1 if failed else 0
+        self._streaks[ex.model] = streak
+        limit = canary.guardrails.consecutive_failures
+        if streak >= limit and ex.model not in self._guarding:
+            self._guarding.add(ex.model)
+            task = asyncio.get_running_loop().create_task(self._guard(ex.model, streak))
+            self._tasks.append(task)
+
+    async def _guard(self, model: str, streak: int) -> None:
+        try:
+            await self.controller.guard(model, streak)
+        except GatewayError as err:  # store down or a race: the leader's buckets still count
+            log.warning("canary %s: local guardrail rollback failed: %s", model, err.message)
+        finally:
+            self._streaks[model] = 0
+            self._guarding.discard(model)
+
+    async def start(self) -> None:
+        try:
+            await self.plane.poll()
+        except StoreError as err:
+            log.warning("control: initial read failed (%s); starting from the file config", err)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self.plane.run()),
+            loop.create_task(self.controller.run()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.plane.store.aclose()
+
+
+def build_control(gateway: Gateway, sync: StoreSync, environ: Mapping[str, str]) -> Control:
+    settings = sync.settings
+    store: ControlStore
+    if settings.backend == "redis":
+        store = RedisControl(
+            redis_url(settings, environ),
+            cluster=settings.cluster,
+            prefix=settings.key_prefix,
+            timeout_s=settings.timeout_ms / 1000,
+        )
+    else:
+        store = MemoryControl()
+    plane = ControlPlane(store, gateway, environ, on_apply=publish_applied)
+    evidence = SnapshotEvidence(
+        lambda: sync.snapshot, settings.bucket_s, settings.flush_interval_s + SETTLE_MARGIN_S
+    )
+    controller = CanaryController(
+        plane,
+        evidence,
+        lambda: gateway.runtime.config.models,
+        sync.clock.now,
+        publisher=gateway.runtime.metrics.canary,
+    )
+    return Control(plane, controller)

@@ -1,0 +1,204 @@
+"""Shared control state: per-model overrides and canary state, history, and leader leases.
+
+A tiny protocol (`ControlStore`) with two implementations: `MemoryControl` (one process; always
+the leader) and `RedisControl` (every replica). Per model the stored value is a JSON object
+
+    {"generation": n, "weights": {...} | null, "aliases": {...}, "canary": {...} | null}
+
+written only by compare-and-set on `generation` (`cas(model, expected, value)` stores `value` with
+generation `expected + 1` and answers False when another writer got there first; generation 0
+means "nothing stored yet").
+
+Redis key schema (`<prefix>` is `store.key_prefix`, default `gw`; the `{<model>}` hash tag keeps a
+model's keys in one Cluster slot, beside its metric buckets)::
+
+    <prefix>:{<model>}:control   string: the JSON value above; CAS by a Lua script
+    <prefix>:{<model>}:history   list: decision/audit records as JSON, oldest first (RPUSH+LTRIM)
+    <prefix>:{<model>}:leader    string: the lease owner's id, SET NX PX; renewed by a Lua script
+                                 only while the caller still owns it
+
+Every call is bounded by the store's short timeout and raises only `StoreError` subclasses
+(`StoreTimeout`, `StoreUnavailable`); callers decide what a failure means (requests never wait on
+this store: the apply loop and the controller run in the background).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import redis.exceptions
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from gateway.errors import StoreTimeout, StoreUnavailable
+
+T = TypeVar("T")
+Value = dict[str, Any]
+
+CAS_SCRIPT = """
+local raw = redis.call('GET', KEYS[1])
+local gen = 0
+if raw then gen = tonumber(cjson.decode(raw)['generation']) or 0 end
+if gen ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+LEASE_SCRIPT = """
+local owner = redis.call('GET', KEYS[1])
+if not owner then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if owner == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class ControlStore(Protocol):
+    name: str
+
+    async def get(self, model: str) -> tuple[int, Value | None]:
+        """(generation, value) — (0, None) when nothing is stored."""
+        ...
+
+    async def cas(self, model: str, expected: int, value: Value) -> bool:
+        """Store `value` as generation `expected + 1` if the stored one is still `expected`."""
+        ...
+
+    async def append_history(self, model: str, record: str, keep: int = 500) -> None: ...
+
+    async def history(self, model: str, limit: int = 500) -> list[str]:
+        """The newest `limit` records, oldest first."""
+        ...
+
+    async def lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Acquire or renew the lease `name` for `owner`; False while another owner holds it."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def stamped(value: Value, generation: int) -> Value:
+    return {**value, "generation": generation}
+
+
+class MemoryControl:
+    """One process's control state (the memory backend): the caller is always the leader."""
+
+    name = "memory"
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._values: dict[str, Value] = {}
+        self._history: dict[str, list[str]] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._clock = clock
+
+    async def get(self, model: str) -> tuple[int, Value | None]:
+        value = self._values.get(model)
+        if value is None:
+            return 0, None
+        return int(value["generation"]), json.loads(json.dumps(value))
+
+    async def cas(self, model: str, expected: int, value: Value) -> bool:
+        current, _ = await self.get(model)
+        if current != expected:
+            return False
+        self._values[model] = json.loads(json.dumps(stamped(value, expected + 1)))
+        return True
+
+    async def append_history(self, model: str, record: str, keep: int = 500) -> None:
+        items = self._history.setdefault(model, [])
+        items.append(record)
+        del items[: max(len(items) - keep, 0)]
+
+    async def history(self, model: str, limit: int = 500) -> list[str]:
+        return list(self._history.get(model, [])[-limit:])
+
+    async def lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        now = self._clock()
+        held = self._leases.get(name)
+        if held is not None and held[0] != owner and held[1] > now:
+            return False
+        self._leases[name] = (owner, now + ttl_s)
+        return True
+
+    async def aclose(self) -> None:
+        return None
+
+
+class RedisControl:
+    """The control state in Redis (see the key schema above)."""
+
+    name = "redis"
+
+    def __init__(self, url: str, *, cluster: bool, prefix: str, timeout_s: float) -> None:
+        self._prefix = prefix
+        self._timeout_s = timeout_s
+        options: dict[str, Any] = {
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        self._client: Any = (
+            RedisCluster.from_url(url, **options)
+            if cluster
+            else Redis.from_url(url, max_connections=16, **options)
+        )
+        self._cas = self._client.register_script(CAS_SCRIPT)
+        self._lease = self._client.register_script(LEASE_SCRIPT)
+
+    def key(self, model: str, kind: str) -> str:
+        return f"{self._prefix}:{{{model}}}:{kind}"
+
+    async def get(self, model: str) -> tuple[int, Value | None]:
+        raw = await self._bounded(self._client.get(self.key(model, "control")))
+        if raw is None:
+            return 0, None
+        value: Value = json.loads(raw)
+        return int(value.get("generation", 0)), value
+
+    async def cas(self, model: str, expected: int, value: Value) -> bool:
+        data = json.dumps(stamped(value, expected + 1))
+        done = await self._bounded(
+            self._cas(keys=[self.key(model, "control")], args=[expected, data])
+        )
+        return bool(done)
+
+    async def append_history(self, model: str, record: str, keep: int = 500) -> None:
+        key = self.key(model, "history")
+        pipe = self._client.pipeline(transaction=False)
+        pipe.rpush(key, record)
+        pipe.ltrim(key, -keep, -1)
+        await self._bounded(pipe.execute())
+
+    async def history(self, model: str, limit: int = 500) -> list[str]:
+        items = await self._bounded(self._client.lrange(self.key(model, "history"), -limit, -1))
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in items]
+
+    async def lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        ms = max(int(ttl_s * 1000), 1)
+        got = await self._bounded(self._lease(keys=[self.key(name, "leader")], args=[owner, ms]))
+        return bool(got)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(TimeoutError, OSError, redis.exceptions.RedisError):
+            await asyncio.wait_for(self._client.aclose(), self._timeout_s)
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await call
+        except (TimeoutError, redis.exceptions.TimeoutError):
+            raise StoreTimeout(f"redis did not answer within {self._timeout_s:g}s") from None
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis failed: {type(exc).__name__}") from None

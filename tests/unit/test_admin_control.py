@@ -1,0 +1,105 @@
+"""Admin control routes in process (memory control store): weights, aliases, canary; and the
+layering of overrides over the file config, kept across a hot reload."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from random import Random
+
+import httpx
+
+from gateway.app import GatewayApp, create_app
+from gateway.config import parse_config
+from gateway.control.overrides import layered
+from gateway.reload import Reloader
+from tests.unit.test_admin import ENV, TOKEN, WITH_ADMIN
+from tests.unit.test_canary_controller import CANARY
+
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+def app(text: str = WITH_ADMIN) -> GatewayApp:
+    return create_app(parse_config(text, ENV), ENV, rng=Random(0))
+
+
+async def call(gw: GatewayApp, method: str, path: str, body: object = None, auth: bool = True):  # type: ignore[no-untyped-def]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw") as c:
+        return await c.request(method, path, json=body, headers=AUTH if auth else {})
+
+
+async def test_weights_are_validated_applied_and_cas_guarded() -> None:
+    gw = app()
+    bad = await call(gw, "PUT", "/admin/models/chat/weights", {"weights": {"v1": -1, "v9": 1}})
+    assert bad.status_code == 422
+    problems = bad.json()["problems"]
+    assert any("v9" in p for p in problems) and any("non-negative" in p for p in problems)
+    zero = await call(gw, "PUT", "/admin/models/chat/weights", {"weights": {"v1": 0, "v2": 0}})
+    assert zero.status_code == 422
+    ok = await call(gw, "PUT", "/admin/models/chat/weights", {"weights": {"v1": 20, "v2": 80}})
+    assert ok.status_code == 200 and ok.json()["generation"] == 1
+    assert gw.gateway.runtime.registry.models["chat"].policy.weights() == {"v1": 0.2, "v2": 0.8}
+    stale = {"weights": {"v1": 50, "v2": 50}, "generation": 0}
+    assert (await call(gw, "PUT", "/admin/models/chat/weights", stale)).status_code == 409
+    missing = await call(gw, "PUT", "/admin/models/nope/weights", {"weights": {"v1": 1}})
+    assert missing.status_code == 404
+    assert (await call(gw, "PUT", "/admin/models/chat/weights", {}, auth=False)).status_code == 401
+
+
+async def test_two_concurrent_writers_one_wins() -> None:
+    gw = app()
+    bodies = [{"weights": {"v1": w, "v2": 100 - w}, "generation": 0} for w in (30, 70)]
+    codes = sorted(
+        r.status_code
+        for r in await asyncio.gather(
+            *(call(gw, "PUT", "/admin/models/chat/weights", b) for b in bodies)
+        )
+    )
+    assert codes == [200, 409]
+
+
+async def test_alias_set_and_validation() -> None:
+    gw = app()
+    ok = await call(gw, "PUT", "/admin/models/chat/aliases/stable", {"version": "v2"})
+    assert ok.status_code == 200
+    assert gw.gateway.runtime.registry.resolve("chat@stable", None).pinned.id == "v2"  # type: ignore[union-attr]
+    for alias, body in [("stable", {"version": "v9"}), ("v1", {"version": "v2"})]:
+        resp = await call(gw, "PUT", f"/admin/models/chat/aliases/{alias}", body)
+        assert resp.status_code == 422
+
+
+async def test_canary_routes() -> None:
+    gw = app(CANARY + "admin: {token_env: ADMIN_TOKEN}\n")
+    assert (await call(gw, "GET", "/admin/models/nope/canary")).status_code == 404
+    await gw.gateway.control.controller.tick()  # starts the canary
+    status = (await call(gw, "GET", "/admin/models/chat/canary")).json()
+    assert (status["state"], status["step"], status["weight"], status["history"]) == (
+        "progressing", 0, 10.0, [],
+    )  # fmt: skip
+    paused = await call(gw, "POST", "/admin/models/chat/canary/pause")
+    assert paused.status_code == 200 and paused.json()["state"] == "paused"
+    again = await call(gw, "POST", "/admin/models/chat/canary/pause")
+    assert again.status_code == 409
+    rolled = (await call(gw, "POST", "/admin/models/chat/canary/rollback")).json()
+    assert rolled["weight"] == 0.0
+    assert [(h["action"], h["rule"]) for h in rolled["history"]] == [
+        ("pause", "manual"), ("rollback", "manual"),
+    ]  # fmt: skip
+    plain = app()
+    assert (await call(plain, "GET", "/admin/models/chat/canary")).status_code == 409
+
+
+def test_layering_and_reload_keep_overrides(tmp_path: Path) -> None:
+    cfg = parse_config(WITH_ADMIN, ENV)
+    routed, weights = layered(cfg, {"chat": {"weights": {"v2": 1}, "aliases": {"beta": "v2"}}})
+    assert routed.models["chat"].routing.weights == {"v2": 1.0}
+    assert routed.models["chat"].aliases == {"stable": "v1", "canary": "v2", "beta": "v2"}
+    assert weights == {} and cfg.models["chat"].routing.weights == {"v1": 90, "v2": 10}
+    path = tmp_path / "gw.yaml"
+    path.write_text(WITH_ADMIN)
+    gw = app()
+    asyncio.run(call(gw, "PUT", "/admin/models/chat/weights", {"weights": {"v1": 1, "v2": 3}}))
+    path.write_text(WITH_ADMIN.replace("run-381", "run-382"))
+    assert Reloader(gw.gateway, str(path), ENV).reload().ok
+    assert gw.gateway.runtime.registry.models["chat"].policy.weights() == {"v1": 0.25, "v2": 0.75}
+    assert gw.gateway.runtime.registry.models["chat"].versions["v1"].metadata["run_id"] == "run-382"
