@@ -28,7 +28,7 @@ from gateway.config import parse_config
 from tests.support import Gateway, gateway, mock_upstream, require_binary, secret, version
 from tests.unit.test_config import GOOD
 
-TOKEN = secret("status-page-admin-token-6f1d2c9b")
+TOKEN = secret("sp-9f4c2a7e1b6d3f08-admin")  # random-looking: the leak scan matches prefixes
 ENV = {"V2_KEY": "secret", "ADMIN_TOKEN": TOKEN}
 WITH_ADMIN = GOOD + "admin: {token_env: ADMIN_TOKEN}\n"
 CHROMIUM_ARGS = [
