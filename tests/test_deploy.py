@@ -59,7 +59,7 @@ KNOWN_METRICS = frozenset(
         "gateway_config_info",
         "gateway_config_reloads_total",
         "gateway_store_up",
-        "gateway_store_staleness_seconds",
+        "gateway_store_snapshot_age_seconds",
         "gateway_canary_step",
         "gateway_canary_weight",
         "gateway_canary_state",
@@ -400,7 +400,7 @@ def test_dashboard_model_row_shows_split_errors_latency_and_canary() -> None:
         "gateway_inflight",
         "gateway_rejected_total",
         "gateway_store_up",
-        "gateway_store_staleness_seconds",
+        "gateway_store_snapshot_age_seconds",
         "gateway_config_info",
         "gateway_config_reloads_total",
     ):

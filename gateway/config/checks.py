@@ -75,7 +75,8 @@ def _check_model(
     if "performance" in routing:
         yield (*base, "routing", "performance"), "only allowed with strategy: performance"
     if "weights" not in routing:
-        if len(versions) > 1 and "stable" not in aliases:
+        canary = routing.get("strategy") == "canary"  # the canary owns the split
+        if len(versions) > 1 and "stable" not in aliases and not canary:
             yield wpath, "required when a model has several versions and no 'stable' alias"
         return
     yield from _check_weights(wpath, routing["weights"], versions, known)

@@ -128,3 +128,8 @@ def test_weighted_with_user_stickiness() -> None:
         policy.plan(RequestContext({}, {"user": "alice"}), Random(s)).versions[0] for s in range(50)
     }
     assert len(picks) == 1
+
+
+def test_a_canary_needs_no_weights_or_stable_alias() -> None:
+    text = CANARY.replace("aliases: {stable: v1, canary: v2}", "aliases: {}")
+    assert parse_config(text, ENV).models["chat"].routing.strategy == "canary"
