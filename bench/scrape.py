@@ -23,8 +23,14 @@ def config(models: int, versions: int) -> str:
     lines = ["models:"]
     for m in range(models):
         lines += [f"  m{m}:", "    versions:"]
-        lines += [f"      v{v}: {{upstream: {{url: 'http://127.0.0.1:9/v1', model: x}}}}" for v in range(versions)]
-        lines += ["    routing:", "      weights: {" + ", ".join(f"v{v}: 1" for v in range(versions)) + "}"]
+        lines += [
+            f"      v{v}: {{upstream: {{url: 'http://127.0.0.1:9/v1', model: x}}}}"
+            for v in range(versions)
+        ]
+        lines += [
+            "    routing:",
+            "      weights: {" + ", ".join(f"v{v}: 1" for v in range(versions)) + "}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -37,9 +43,21 @@ def main() -> None:
     for m in range(10):
         for v in range(5):
             for outcome in OUTCOMES:
-                ex = Exchange("r", "/v1/chat/completions", 0.0, model=f"m{m}", version=f"v{v}", outcome=outcome,
-                              ttft=0.05, duration=0.2, prompt_tokens=10, completion_tokens=20)
-                ex.attempts.append(Attempt(f"v{v}", 0.0, False, outcome=outcome, ttft=0.05, duration=0.2))
+                ex = Exchange(
+                    "r",
+                    "/v1/chat/completions",
+                    0.0,
+                    model=f"m{m}",
+                    version=f"v{v}",
+                    outcome=outcome,
+                    ttft=0.05,
+                    duration=0.2,
+                    prompt_tokens=10,
+                    completion_tokens=20,
+                )
+                ex.attempts.append(
+                    Attempt(f"v{v}", 0.0, False, outcome=outcome, ttft=0.05, duration=0.2)
+                )
                 metrics.record(ex)
                 metrics.attempted(f"m{m}", ex.attempts[0])
     size = len(metrics.scrape())
@@ -49,8 +67,11 @@ def main() -> None:
         metrics.scrape()
         times.append((time.perf_counter() - started) * 1000)
     times.sort()
-    print(f"10 models x 5 versions: scrape {size / 1024:.0f} KiB, median {statistics.median(times):.2f} ms, "
-          f"p95 {times[int(0.95 * len(times))]:.2f} ms over {args.repeats} scrapes")
+    print(
+        f"10 models x 5 versions: scrape {size / 1024:.0f} KiB, "
+        f"median {statistics.median(times):.2f} ms, "
+        f"p95 {times[int(0.95 * len(times))]:.2f} ms over {args.repeats} scrapes"
+    )
 
 
 if __name__ == "__main__":
