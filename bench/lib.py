@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import re
+import resource
 import socket
 import subprocess
 import time
@@ -152,6 +153,69 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def _core_busy_ticks(core: int) -> int:
+    """Busy clock ticks (user+nice+system+irq+softirq+steal) of one core from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            f = [int(x) for x in line.split()[1:9]]
+            return f[0] + f[1] + f[2] + f[5] + f[6] + f[7]
+    raise RuntimeError(f"no cpu{core} in /proc/stat")
+
+
+def _proc_ticks(pid: int | None) -> int:
+    if pid is None:
+        return 0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def cpu_snapshot(proxy: int | None, mock: int) -> dict[str, float]:
+    """CPU seconds so far: per core, the proxy, the mock, and the clients (wrk, this process)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "t": time.monotonic(),
+        "core0": _core_busy_ticks(0) / hz,
+        "core1": _core_busy_ticks(1) / hz,
+        "proxy": _proc_ticks(proxy) / hz,
+        "mock": _proc_ticks(mock) / hz,
+        "client": kids.ru_utime + kids.ru_stime + me.ru_utime + me.ru_stime,
+    }
+
+
+def wait_quiet(max_wait_s: float = 15.0, busy_pct: float = 10.0) -> float:
+    """Between runs (nothing of ours busy): wait until both cores idle for 0.5 s; seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < max_wait_s:
+        before = [_core_busy_ticks(c) for c in (0, 1)]
+        time.sleep(0.5)
+        after = [_core_busy_ticks(c) for c in (0, 1)]
+        hz = os.sysconf("SC_CLK_TCK")
+        if all((a - b) * 100 / (0.5 * hz) < busy_pct for a, b in zip(after, before, strict=True)):
+            break
+    return time.monotonic() - start
+
+
+def cpu_usage(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Percent of one core over the interval, and the "foreign" load on each core.
+
+    Core 0 should run only the proxy under test, core 1 only the mock, wrk and this harness
+    (the TTFB client); busy time beyond theirs is other processes on the machine (or kernel
+    work such as loopback softirqs) and makes the sample suspect.
+    """
+    d = {k: (after[k] - before[k]) * 100 / (after["t"] - before["t"]) for k in before}
+    return {
+        "core0_busy_pct": round(d["core0"], 1),
+        "core1_busy_pct": round(d["core1"], 1),
+        "proxy_cpu_pct": round(d["proxy"], 1),
+        "mock_cpu_pct": round(d["mock"], 1),
+        "client_cpu_pct": round(d["client"], 1),
+        "core0_foreign_pct": round(max(0.0, d["core0"] - d["proxy"]), 1),
+        "core1_foreign_pct": round(max(0.0, d["core1"] - d["mock"] - d["client"]), 1),
+    }
 
 
 @dataclass
