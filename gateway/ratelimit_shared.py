@@ -3,8 +3,10 @@
 Key schema: `<prefix>:{rl:<key id>}:requests` and `<prefix>:{rl:<key id>}:tokens`, each holding
 one number, the key's theoretical arrival time in Redis milliseconds (the `{rl:<key id>}` hash tag
 puts both in one Cluster slot). One Lua call checks both limits against Redis `TIME` (one clock
-for every replica) and advances both only when both admit; settling a token reservation adds
-`(used - reserved) × interval` to the token TAT. Keys expire a little after a full window.
+for every replica) and advances both only when both admit. Settling a token reservation moves the
+token TAT by `(used - reserved) × interval`; the correction is carried by the key's next call,
+applied first in the same script, so each request costs exactly one round trip (until then the
+reservation stands, which errs on the safe side). Keys expire a little after a full window.
 
 This is the one place a request waits on Redis, and only for keys that have limits: a single
 round trip bounded by `timeout_ms` (default 50 ms). If Redis is slow or unreachable, a circuit
@@ -14,7 +16,6 @@ replica (1.0 by default; set 1/replicas for a strict bound) — never unlimited.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -32,6 +33,10 @@ Script = Callable[[Sequence[str], Sequence[Any]], Awaitable[Any]]
 
 GCRA = """
 local window = tonumber(ARGV[4])
+local adjust = tonumber(ARGV[5])
+if adjust ~= 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('INCRBYFLOAT', KEYS[2], ARGV[5])
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {1, 0, -1, -1}
@@ -63,31 +68,18 @@ if out[1] == 1 then
 end
 return out
 """
-SETTLE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
-end
-return 1
-"""
-MAX_PENDING_SETTLES = 1024
 
 
 class SharedLimiter:
     def __init__(
-        self,
-        gcra: Script,
-        settle: Script,
-        prefix: str,
-        local: LocalLimiter,
-        share: float,
-        breaker: Breaker,
+        self, gcra: Script, prefix: str, local: LocalLimiter, share: float, breaker: Breaker
     ) -> None:
-        self._gcra, self._settle = gcra, settle
+        self._gcra = gcra
         self._prefix = prefix
         self._local = local
         self._share = share
         self._breaker = breaker
-        self._pending: set[asyncio.Task[None]] = set()
+        self._unsettled: dict[str, float] = {}  # token TAT corrections, sent with the next call
         self.fallbacks = 0  # requests judged locally because Redis was unavailable
 
     async def reserve(
@@ -97,10 +89,12 @@ class SharedLimiter:
             return None
         tokens = reserve_tokens(payload, body_bytes)
         if self._breaker.ready():
+            adjust = self._unsettled.pop(key, 0.0)
             try:
-                reply = await self._gcra(self._keys(key), _args(limit, tokens))
+                reply = await self._gcra(self._keys(key), [*_args(limit, tokens), repr(adjust)])
             except StoreError:
                 self._breaker.failure()
+                self._unsettled[key] = self._unsettled.get(key, 0.0) + adjust
             else:
                 self._breaker.success()
                 return _verdict(key, limit, tokens, reply)
@@ -108,21 +102,12 @@ class SharedLimiter:
         return await self._local.reserve(key, _scaled(limit, self._share), payload, body_bytes)
 
     def settle(self, ticket: Ticket, used: int) -> None:
+        """Queue the token correction; it rides on the key's next call (one round trip each)."""
         per_minute = ticket.limit.tokens_per_minute
         if per_minute is None or not used or used == ticket.reserved:
             return
-        if len(self._pending) >= MAX_PENDING_SETTLES:
-            return
         delta_ms = (used - ticket.reserved) * WINDOW_S * 1000 / per_minute
-        task = asyncio.get_running_loop().create_task(self._settle_one(ticket.key, delta_ms))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _settle_one(self, key: str, delta_ms: float) -> None:
-        try:
-            await self._settle(self._keys(key)[1:], [repr(delta_ms)])
-        except StoreError:
-            self._breaker.failure()
+        self._unsettled[ticket.key] = self._unsettled.get(ticket.key, 0.0) + delta_ms
 
     def _keys(self, key: str) -> list[str]:
         base = f"{self._prefix}:{{rl:{key}}}"
@@ -192,7 +177,6 @@ def build_limiter(
     )
     return SharedLimiter(
         redis.script(GCRA, timeout_s),
-        redis.script(SETTLE, timeout_s),
         store.key_prefix,
         local,
         cfg.auth.fallback_share,
