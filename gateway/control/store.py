@@ -24,20 +24,12 @@ this store: the apply loop and the controller run in the background).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-import redis.exceptions
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
-from gateway.errors import StoreTimeout, StoreUnavailable
+from gateway.store.redis_client import bounded, close, connect
 
 T = TypeVar("T")
 Value = dict[str, Any]
@@ -144,16 +136,7 @@ class RedisControl:
     def __init__(self, url: str, *, cluster: bool, prefix: str, timeout_s: float) -> None:
         self._prefix = prefix
         self._timeout_s = timeout_s
-        options: dict[str, Any] = {
-            "socket_timeout": timeout_s,
-            "socket_connect_timeout": timeout_s,
-            "retry": Retry(NoBackoff(), 0),
-        }
-        self._client: Any = (
-            RedisCluster.from_url(url, **options)
-            if cluster
-            else Redis.from_url(url, max_connections=16, **options)
-        )
+        self._client: Any = connect(url, cluster=cluster, timeout_s=timeout_s, max_connections=16)
         self._cas = self._client.register_script(CAS_SCRIPT)
         self._lease = self._client.register_script(LEASE_SCRIPT)
 
@@ -191,14 +174,7 @@ class RedisControl:
         return bool(got)
 
     async def aclose(self) -> None:
-        with contextlib.suppress(TimeoutError, OSError, redis.exceptions.RedisError):
-            await asyncio.wait_for(self._client.aclose(), self._timeout_s)
+        await close(self._client, self._timeout_s)
 
     async def _bounded(self, call: Awaitable[T]) -> T:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                return await call
-        except (TimeoutError, redis.exceptions.TimeoutError):
-            raise StoreTimeout(f"redis did not answer within {self._timeout_s:g}s") from None
-        except (redis.exceptions.RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis failed: {type(exc).__name__}") from None
+        return await bounded(call, self._timeout_s)

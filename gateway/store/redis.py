@@ -14,27 +14,19 @@ go to one node.
 
 Writes and reads are pipelined (`transaction=False`), one round trip per batch. Every call is
 bounded by `timeout_s` (socket, connect and an outer asyncio deadline) and never retried here:
-redis-py's own retries are disabled; the caller's circuit breaker decides when to try again. All
-redis-py and socket exceptions are mapped to `StoreTimeout` / `StoreUnavailable` at this boundary.
-`cluster=True` uses `redis.asyncio.cluster.RedisCluster` (its URL names any one node).
+redis-py's own retries are disabled; the caller's circuit breaker decides when to try again. The
+client and the mapping of redis-py and socket exceptions onto `StoreTimeout` / `StoreUnavailable`
+live in `redis_client.py`, shared with the control state and the rate limiter.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import redis.exceptions
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
-from gateway.errors import StoreTimeout, StoreUnavailable
 from gateway.store.base import BucketKey, Fetched, Fields
+from gateway.store.redis_client import bounded, close, connect
 
 T = TypeVar("T")
 
@@ -60,16 +52,7 @@ class RedisStore:
         self._prefix = prefix
         self._ttl_s = ttl_s
         self._timeout_s = timeout_s
-        options: dict[str, Any] = {
-            "socket_timeout": timeout_s,
-            "socket_connect_timeout": timeout_s,
-            "retry": Retry(NoBackoff(), 0),
-        }
-        self._client: Any = (
-            RedisCluster.from_url(url, **options)
-            if cluster
-            else Redis.from_url(url, max_connections=8, **options)
-        )
+        self._client: Any = connect(url, cluster=cluster, timeout_s=timeout_s)
 
     def key(self, model: str, version: str, start: int) -> str:
         return f"{self._prefix}:{{{model}}}:v:{version}:{start}"
@@ -111,29 +94,15 @@ class RedisStore:
         registered = self._client.register_script(source)
 
         async def call(keys: Sequence[str], args: Sequence[Any]) -> Any:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    return await registered(keys=list(keys), args=list(args))
-            except (TimeoutError, redis.exceptions.TimeoutError):
-                raise StoreTimeout(f"redis did not answer within {timeout_s:g}s") from None
-            except (redis.exceptions.RedisError, OSError) as exc:
-                raise StoreUnavailable(f"redis failed: {type(exc).__name__}") from None
+            return await bounded(registered(keys=list(keys), args=list(args)), timeout_s)
 
         return call
 
     async def aclose(self) -> None:
-        with contextlib.suppress(TimeoutError, OSError, redis.exceptions.RedisError):
-            await asyncio.wait_for(self._client.aclose(), self._timeout_s)
+        await close(self._client, self._timeout_s)
 
     async def _bounded(self, call: Awaitable[T]) -> T:
-        """Await `call` within the timeout, mapping every failure onto the store errors."""
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                return await call
-        except (TimeoutError, redis.exceptions.TimeoutError):
-            raise StoreTimeout(f"redis did not answer within {self._timeout_s:g}s") from None
-        except (redis.exceptions.RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis failed: {type(exc).__name__}") from None
+        return await bounded(call, self._timeout_s)
 
 
 def _text(value: bytes | str) -> str:
