@@ -78,6 +78,19 @@ class Result:
     chunks: list[bytes] = field(default_factory=list)  # raw body pieces as they arrived
     chunk_times: list[float] = field(default_factory=list)
 
+    def add(self, chunk: bytes) -> None:
+        """One raw body piece, as it arrived."""
+        now = time.monotonic()
+        if self.first_byte is None:
+            self.first_byte = now
+        self.chunk_times.append(now)
+        self.chunks.append(chunk)
+
+    def finish(self) -> Result:
+        self.body = b"".join(self.chunks)
+        self.ended = time.monotonic()
+        return self
+
     @property
     def version(self) -> str | None:
         return self.headers.get("x-gateway-version")
@@ -131,16 +144,10 @@ async def send(
             result.status = resp.status_code
             result.headers = {k.lower(): v for k, v in resp.headers.items()}
             async for chunk in resp.aiter_raw():
-                now = time.monotonic()
-                if result.first_byte is None:
-                    result.first_byte = now
-                result.chunk_times.append(now)
-                result.chunks.append(chunk)
+                result.add(chunk)
     except httpx.HTTPError as exc:
         result.error = f"{type(exc).__name__}: {exc}"
-    result.body = b"".join(result.chunks)
-    result.ended = time.monotonic()
-    return result
+    return result.finish()
 
 
 async def load(
@@ -180,16 +187,10 @@ def send_sync(
             result.status = resp.status_code
             result.headers = {k.lower(): v for k, v in resp.headers.items()}
             for chunk in resp.iter_raw():
-                now = time.monotonic()
-                if result.first_byte is None:
-                    result.first_byte = now
-                result.chunk_times.append(now)
-                result.chunks.append(chunk)
+                result.add(chunk)
     except httpx.HTTPError as exc:
         result.error = f"{type(exc).__name__}: {exc}"
-    result.body = b"".join(result.chunks)
-    result.ended = time.monotonic()
-    return result
+    return result.finish()
 
 
 class BackgroundLoad:
