@@ -3,8 +3,9 @@
 A pure ASGI endpoint (no framework on the hot path). Per request: admit (global in-flight cap) →
 read the body once under the size limit → parse → resolve model/alias/pin → decide (the policy's
 plan, the fallback order, version health) → do (`PlanRunner`: attempts, retries) → record. A
-watcher on `receive` turns a client disconnect into cancellation of the upstream call; the drain
-deadline cancels the same way and ends a started stream with a `server_shutdown` error event.
+client disconnect cancels the upstream call (through the edge's per-connection hook, or a watcher
+on `receive` under other servers); the drain deadline cancels the same way and ends a started
+stream with a `server_shutdown` error event.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from functools import partial
 from random import Random
 from time import perf_counter
 from typing import Any
@@ -20,6 +22,7 @@ import orjson
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.attempts import attempt_order
+from gateway.edge import DISCONNECT
 from gateway.errors import (
     BadRequest,
     ClientDisconnected,
@@ -53,12 +56,17 @@ class ClientLink:
             self.complete = True
         await self._send(message)
 
-    async def watch(self, receive: Receive, task: asyncio.Task[Any]) -> None:
-        """Cancel `task` if the client disconnects before the answer is complete."""
-        message = await receive()
-        if message["type"] == "http.disconnect" and not self.complete:
+    def lost(self, task: asyncio.Task[Any]) -> None:
+        """The client disconnected: cancel `task` unless the answer was already complete."""
+        if not self.complete:
             self.gone = True
             task.cancel()
+
+    async def watch(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+        """For servers without the edge's disconnect hook: wait for the disconnect message."""
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            self.lost(task)
 
 
 class ProxyEndpoint:
@@ -146,7 +154,13 @@ class ProxyEndpoint:
         payload: dict[str, Any],
     ) -> None:
         """Run the attempts while watching for the client leaving or the drain deadline."""
-        watcher = asyncio.get_running_loop().create_task(link.watch(receive, task))
+        hooks: set[Callable[[], None]] | None = scope.get(DISCONNECT)
+        watcher: asyncio.Task[None] | None = None
+        on_lost = partial(link.lost, task)
+        if hooks is not None:
+            hooks.add(on_lost)
+        else:
+            watcher = asyncio.get_running_loop().create_task(link.watch(receive, task))
         pinned = target.pinned is not None
         try:
             await self._gw.runner.run(
@@ -158,7 +172,10 @@ class ProxyEndpoint:
             task.uncancel()
             await self._cancelled(link, ex)
         finally:
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
+            if hooks is not None:
+                hooks.discard(on_lost)
 
     def _decide(
         self, target: Target, headers: dict[bytes, bytes], payload: dict[str, Any], ex: Exchange

@@ -100,7 +100,7 @@ class PlanRunner:
     ) -> None:
         retry = model.retry
         allowed = 1 if pinned else retry.attempts
-        last: GatewayError = Unavailable(f"no version of {model.name!r} can take the request now")
+        last: GatewayError | None = None
         tried = 0
         for index, vid in enumerate(order):
             if tried >= allowed:
@@ -128,7 +128,7 @@ class PlanRunner:
                 self._leave(version)
                 if retrying:
                     budget.retries -= 1
-        raise last
+        raise last or Unavailable(f"no version of {model.name!r} can take the request now")
 
     async def _one(
         self,
@@ -176,5 +176,5 @@ def _hold(retry: Retry) -> Hold:
     return hold
 
 
-def _kind(err: GatewayError) -> str:
+def _kind(err: GatewayError | None) -> str:
     return (retry_kind(err) if isinstance(err, UpstreamError) else None) or "other"

@@ -6,11 +6,18 @@ encodings, obs-fold — with 400 and closes). On top of it: at most `max_headers
 and `max_header_bytes` of request head (431, counted as bytes arrive, so a giant header never
 gets buffered), exactly one plain `Host` (400), and a deadline for the whole head to arrive
 (`header_timeout_s`), which closes slowloris connections. Every refusal closes the connection.
+
+Two things are done per server rather than per request, to keep timers and tasks off the hot
+path: one sweeper every `SWEEP_S` closes connections whose head is overdue (so the deadline holds
+to within `SWEEP_S`), and a lost connection calls the callbacks its requests registered in
+`scope[DISCONNECT]` (the data plane cancels the upstream call from there instead of running a
+watcher task per request).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -19,6 +26,8 @@ from gateway.config.schema import Limits
 
 BAD_HOST_CHARS = frozenset(b"/?#@ \t\\")
 REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
+DISCONNECT = "gateway.disconnect"  # scope key: the connection's set of on-disconnect callbacks
+SWEEP_S = 0.25
 
 
 class _Refuse(Exception):
@@ -41,16 +50,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.header_timeout_s = limits.header_timeout_s
         self._head_bytes = 0
         self._in_head = True
+        self._head_started = self.loop.time()
         self._header_count = 0
         self._host_seen = False
         self._refusal: tuple[int, str] | None = None
-        self._timer: asyncio.TimerHandle | None = self.loop.call_later(
-            self.header_timeout_s, self._head_timeout
-        )
+        self._on_disconnect: set[Callable[[], None]] = set()
+        if not getattr(self.server_state, "gateway_sweeping", False):
+            self.server_state.gateway_sweeping = True  # type: ignore[attr-defined]
+            self.loop.call_later(SWEEP_S, _sweep, self.loop, self.server_state)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timer()
         super().connection_lost(exc)
+        for callback in list(self._on_disconnect):
+            callback()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -68,9 +80,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope[DISCONNECT] = self._on_disconnect  # type: ignore[literal-required]
         self._in_head, self._head_bytes, self._header_count, self._host_seen = True, 0, 0, False
-        if self._timer is None:
-            self._timer = self.loop.call_later(self.header_timeout_s, self._head_timeout)
+        self._head_started = self.loop.time()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
@@ -86,18 +98,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._cancel_timer()
         super().on_headers_complete()
 
-    def _head_timeout(self) -> None:
-        self._timer = None
-        if self._in_head and not self.transport.is_closing():
-            self.transport.close()
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def head_overdue(self, now: float) -> bool:
+        return self._in_head and now - self._head_started > self.header_timeout_s
 
     def _refuse(self, status: int, message: str) -> None:
         body = message.encode()
@@ -117,3 +121,17 @@ def _limits_of(app: Any) -> Limits | None:
             return gateway.runtime.limits  # type: ignore[no-any-return]
         app = getattr(app, "app", None)
     return None
+
+
+def _sweep(loop: asyncio.AbstractEventLoop, state: Any) -> None:
+    """Close connections whose request head is overdue; runs every `SWEEP_S` while the server
+    has connections (the next connection starts it again)."""
+    now = loop.time()
+    for conn in list(state.connections):
+        overdue = isinstance(conn, GuardedHttpToolsProtocol) and conn.head_overdue(now)
+        if overdue and not conn.transport.is_closing():
+            conn.transport.close()
+    if state.connections:
+        loop.call_later(SWEEP_S, _sweep, loop, state)
+    else:
+        state.gateway_sweeping = False

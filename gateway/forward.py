@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from gateway.config.schema import Limits, Timeouts
+from gateway.deadline import Deadline
 from gateway.errors import UpstreamError, UpstreamReset, UpstreamStatus, UpstreamTimeout
 from gateway.exchange import (
     CLIENT_CANCEL,
@@ -72,22 +73,23 @@ class Forwarder:
         accept = next((v for k, v in client_headers if k == b"accept-encoding"), None)
         headers = to_upstream(client_headers, version.api_key, ex.request_id, accept)
         now = asyncio.get_running_loop().time()  # deadlines run on the loop's clock
-        end_at = now + timeouts.total_s
+        deadline = Deadline(now + timeouts.ttft_s, now + timeouts.total_s)
         resp: UpstreamResponse | None = None
         finished = False
         try:
-            async with asyncio.timeout_at(min(now + timeouts.ttft_s, end_at)):
+            with deadline:
                 assert self.transport is not None, "the app's lifespan opens the transport"
                 resp = await self.transport.post(
                     version.urls[ex.path], headers, orjson.dumps(payload), timeouts.connect_s
                 )
                 chunks = resp.chunks()
                 first = await anext(chunks, b"")
-            attempt.ttft = ex.upstream_wait = perf_counter() - attempt.started
-            await _relay(ex, version, resp, first, chunks, send, timeouts, end_at, limits, hold)
+                attempt.ttft = ex.upstream_wait = perf_counter() - attempt.started
+                deadline.idle(timeouts.idle_s)
+                await _relay(ex, version, resp, first, chunks, send, deadline, limits, hold)
             finished = True
         except TimeoutError:
-            err = UpstreamTimeout(f"upstream gave no answer within {timeouts.ttft_s:g}s")
+            err = UpstreamTimeout(deadline.reason(timeouts.ttft_s, timeouts.idle_s))
             attempt.outcome = err.outcome
             raise err from None
         except UpstreamError as err:
@@ -98,6 +100,7 @@ class Forwarder:
             attempt.outcome = CLIENT_CANCEL
             raise
         finally:
+            deadline.stop()
             attempt.duration = perf_counter() - attempt.started
             if finished:
                 attempt.outcome, attempt.status = ex.outcome, ex.status
@@ -114,8 +117,7 @@ async def _relay(
     first: bytes,
     chunks: AsyncIterator[bytes],
     send: Send,
-    timeouts: Timeouts,
-    end_at: float,
+    deadline: Deadline,
     limits: Limits,
     hold: Hold | None,
 ) -> None:
@@ -137,9 +139,9 @@ async def _relay(
         encoded = any(k == b"content-encoding" and v != b"identity" for k, v in head)
         await send({"type": "http.response.start", "status": 200, "headers": head})
         relay = SseRelay(ex, send, perf_counter, encoded)
-        await relay.run(first, chunks, timeouts.idle_s, end_at)
+        await relay.run(first, chunks, deadline)
         return
-    body = await _read_all(first, chunks, timeouts.idle_s, limits.max_response_bytes)
+    body = await _read_all(first, chunks, deadline, limits.max_response_bytes)
     if status >= 400 and version.api_key:
         body = redact(body, version.api_key)
     ex.status = status
@@ -156,21 +158,20 @@ async def _relay(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _read_all(first: bytes, chunks: AsyncIterator[bytes], idle_s: float, limit: int) -> bytes:
+async def _read_all(
+    first: bytes, chunks: AsyncIterator[bytes], deadline: Deadline, limit: int
+) -> bytes:
     parts: list[bytes] = []
     size = 0
     chunk: bytes | None = first
-    try:
-        while chunk is not None:
-            size += len(chunk)
-            if size > limit:
-                raise UpstreamError(f"upstream answer larger than {limit} bytes")
-            parts.append(chunk)
-            async with asyncio.timeout(idle_s):
-                chunk = await anext(chunks, None)
-        return b"".join(parts)
-    except TimeoutError:
-        raise UpstreamTimeout(f"upstream answer stalled for {idle_s:g}s") from None
+    while chunk is not None:
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamError(f"upstream answer larger than {limit} bytes")
+        parts.append(chunk)
+        chunk = await anext(chunks, None)
+        deadline.progress()
+    return b"".join(parts)
 
 
 def _outcome(status: int) -> str:

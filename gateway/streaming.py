@@ -9,12 +9,12 @@ SDK raises as an `APIError`) and never with a silent clean end.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
+from gateway.deadline import Deadline
 from gateway.exchange import STREAM_CUT, TIMEOUT, Exchange
 
 Send = Any  # the ASGI send callable
@@ -71,17 +71,14 @@ class SseRelay:
             self._ex.ttft = self._clock() - self._ex.started
         await self._send({"type": "http.response.body", "body": events, "more_body": True})
 
-    async def run(
-        self, first: bytes, rest: AsyncIterator[bytes], idle_s: float, end_at: float
-    ) -> None:
-        """Relay `first`, then `rest`; idle and total deadlines apply between chunks."""
-        loop = asyncio.get_running_loop()
+    async def run(self, first: bytes, rest: AsyncIterator[bytes], deadline: Deadline) -> None:
+        """Relay `first`, then `rest`, under the attempt's idle and total deadlines."""
         try:
-            await self.forward(first)
-            async with asyncio.timeout_at(min(loop.time() + idle_s, end_at)) as deadline:
+            with deadline:
+                await self.forward(first)
                 async for chunk in rest:
                     await self.forward(chunk)
-                    deadline.reschedule(min(loop.time() + idle_s, end_at))
+                    deadline.progress()
         except TimeoutError:
             await self._fail(
                 TIMEOUT, "upstream stream stalled (idle or total timeout)", "upstream_timeout"

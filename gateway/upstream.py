@@ -79,11 +79,14 @@ class AiohttpTransport:
             skip_auto_headers=("User-Agent",),
             timeout=aiohttp.ClientTimeout(total=None),
         )
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}  # one per configured connect_s
 
     async def post(
         self, url: str, headers: Headers, body: bytes, connect_s: float
     ) -> UpstreamResponse:
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_s)
+        timeout = self._timeouts.get(connect_s)
+        if timeout is None:
+            timeout = self._timeouts[connect_s] = aiohttp.ClientTimeout(sock_connect=connect_s)
         try:
             resp = await self._session.post(
                 url, data=body, headers=headers, allow_redirects=False, timeout=timeout

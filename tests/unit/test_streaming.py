@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from gateway.deadline import Deadline
 from gateway.exchange import STREAM_CUT, SUCCESS, TIMEOUT, Exchange
 from gateway.streaming import SseRelay, sse_error
 
@@ -32,7 +33,12 @@ async def relay(
 
     loop = asyncio.get_running_loop()
     ex = Exchange("rid", "/v1/chat/completions", loop.time())
-    await SseRelay(ex, send, loop.time, encoded).run(first, rest, idle, loop.time() + 60)
+    deadline = Deadline(loop.time() + 60, loop.time() + 60)
+    deadline.idle(idle)
+    try:
+        await SseRelay(ex, send, loop.time, encoded).run(first, rest, deadline)
+    finally:
+        deadline.stop()
     return ex, sent
 
 
