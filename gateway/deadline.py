@@ -7,8 +7,8 @@ moved (a lazy timer), so marking progress is one float store. When the deadline 
 task is cancelled, and the `with deadline:` block it was in raises `TimeoutError` instead, exactly
 as `asyncio.timeout` converts its own cancellation (any other cancellation passes through).
 
-Phases: until `idle()` is called the deadline is `first_at` (time to first byte); after it,
-`idle_s` past the last `progress()`. Both are capped by `end_at` (the attempt's total).
+Phases: until `idle()` is called the deadline is `ttft_s` from the start (time to first byte);
+after it, `idle_s` past the last `progress()`. Both are capped by `total_s` from the start.
 """
 
 from __future__ import annotations
@@ -30,31 +30,31 @@ class Deadline:
         "_mark",
         "_raised",
         "_task",
+        "_ttft_s",
         "expired",
+        "idling",
     )
 
-    def __init__(self, first_at: float, end_at: float) -> None:
+    def __init__(self, ttft_s: float, idle_s: float, total_s: float) -> None:
+        """Armed at once. The first timer is set no later than `idle_s` ahead, so switching to
+        the idle phase never has to move it (a slow first byte costs one extra wake-up)."""
         self._loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None, "a deadline belongs to a task"
         self._task = task
         self._cancelling = task.cancelling()
-        self._first_at = first_at
-        self._end_at = end_at
-        self._idle_s: float | None = None
-        self._mark = 0.0
-        self._raised = False
-        self.expired = False
-        self._handle: asyncio.TimerHandle | None = self._loop.call_at(self._due(), self._fire)
+        now = self._loop.time()
+        self._ttft_s, self._idle_s = ttft_s, idle_s
+        self._first_at, self._end_at = now + ttft_s, now + total_s
+        self._mark = now
+        self._raised = self.expired = self.idling = False
+        first = now + min(ttft_s, idle_s, total_s)
+        self._handle: asyncio.TimerHandle | None = self._loop.call_at(first, self._fire)
 
-    def idle(self, idle_s: float) -> None:
-        """From now on the deadline is `idle_s` after the last progress (first byte arrived)."""
-        self._idle_s = idle_s
+    def idle(self) -> None:
+        """The first byte arrived: from now on the deadline is `idle_s` after the last progress."""
+        self.idling = True
         self._mark = self._loop.time()
-        due = self._due()
-        if self._handle is not None and self._handle.when() > due:
-            self._handle.cancel()
-            self._handle = self._loop.call_at(due, self._fire)
 
     def progress(self) -> None:
         self._mark = self._loop.time()
@@ -64,14 +64,13 @@ class Deadline:
             self._handle.cancel()
             self._handle = None
 
-    def reason(self, ttft_s: float, idle_s: float) -> str:
-        """Why it expired, for the error message (given the configured durations)."""
-        if self._idle_s is None:
-            if self._first_at <= self._end_at:
-                return f"upstream gave no answer within {ttft_s:g}s"
-        elif self._mark + self._idle_s <= self._end_at:
-            return f"upstream answer stalled for {idle_s:g}s"
-        return "upstream attempt reached its total timeout"
+    def reason(self) -> str:
+        """Why it expired, for the error message."""
+        if self._due() == self._end_at:
+            return "upstream attempt reached its total timeout"
+        if self.idling:
+            return f"upstream answer stalled for {self._idle_s:g}s"
+        return f"upstream gave no answer within {self._ttft_s:g}s"
 
     def __enter__(self) -> Deadline:
         return self
@@ -88,9 +87,9 @@ class Deadline:
                 raise TimeoutError from None
 
     def _due(self) -> float:
-        if self._idle_s is None:
-            return min(self._first_at, self._end_at)
-        return min(self._mark + self._idle_s, self._end_at)
+        if self.idling:
+            return min(self._mark + self._idle_s, self._end_at)
+        return min(self._first_at, self._end_at)
 
     def _fire(self) -> None:
         self._handle = None

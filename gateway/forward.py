@@ -11,7 +11,7 @@ returned to the pool (answer fully read) or closed (anything else, including can
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -72,8 +72,7 @@ class Forwarder:
         payload["model"] = version.upstream_model
         accept = next((v for k, v in client_headers if k == b"accept-encoding"), None)
         headers = to_upstream(client_headers, version.api_key, ex.request_id, accept)
-        now = asyncio.get_running_loop().time()  # deadlines run on the loop's clock
-        deadline = Deadline(now + timeouts.ttft_s, now + timeouts.total_s)
+        deadline = Deadline(timeouts.ttft_s, timeouts.idle_s, timeouts.total_s)
         resp: UpstreamResponse | None = None
         finished = False
         try:
@@ -82,14 +81,10 @@ class Forwarder:
                 resp = await self.transport.post(
                     version.urls[ex.path], headers, orjson.dumps(payload), timeouts.connect_s
                 )
-                chunks = resp.chunks()
-                first = await anext(chunks, b"")
-                attempt.ttft = ex.upstream_wait = perf_counter() - attempt.started
-                deadline.idle(timeouts.idle_s)
-                await _relay(ex, version, resp, first, chunks, send, deadline, limits, hold)
+                await _relay(ex, attempt, version, resp, send, deadline, limits, hold)
             finished = True
         except TimeoutError:
-            err = UpstreamTimeout(deadline.reason(timeouts.ttft_s, timeouts.idle_s))
+            err = UpstreamTimeout(deadline.reason())
             attempt.outcome = err.outcome
             raise err from None
         except UpstreamError as err:
@@ -112,10 +107,9 @@ class Forwarder:
 
 async def _relay(
     ex: Exchange,
+    attempt: Attempt,
     version: VersionEntry,
     resp: UpstreamResponse,
-    first: bytes,
-    chunks: AsyncIterator[bytes],
     send: Send,
     deadline: Deadline,
     limits: Limits,
@@ -133,15 +127,10 @@ async def _relay(
     head.extend(version.response_headers)
     content_type = next((v for k, v in head if k == b"content-type"), b"")
     if status == 200 and content_type.startswith(b"text/event-stream"):
-        if not first:
-            raise UpstreamReset("upstream sent an empty stream")
-        ex.status = 200
-        encoded = any(k == b"content-encoding" and v != b"identity" for k, v in head)
-        await send({"type": "http.response.start", "status": 200, "headers": head})
-        relay = SseRelay(ex, send, perf_counter, encoded)
-        await relay.run(first, chunks, deadline)
+        await _relay_stream(ex, attempt, resp, head, send, deadline)
         return
-    body = await _read_all(first, chunks, deadline, limits.max_response_bytes)
+    body = await _read_all(resp, limits.max_response_bytes)  # the whole answer is its first byte
+    attempt.ttft = ex.upstream_wait = perf_counter() - attempt.started
     if status >= 400 and version.api_key:
         body = redact(body, version.api_key)
     ex.status = status
@@ -158,19 +147,40 @@ async def _relay(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _read_all(
-    first: bytes, chunks: AsyncIterator[bytes], deadline: Deadline, limit: int
-) -> bytes:
+async def _relay_stream(
+    ex: Exchange,
+    attempt: Attempt,
+    resp: UpstreamResponse,
+    head: list[tuple[bytes, bytes]],
+    send: Send,
+    deadline: Deadline,
+) -> None:
+    chunks = resp.chunks()
+    first = await anext(chunks, b"")
+    attempt.ttft = ex.upstream_wait = perf_counter() - attempt.started
+    deadline.idle()
+    if not first:
+        raise UpstreamReset("upstream sent an empty stream")
+    ex.status = 200
+    encoded = any(k == b"content-encoding" and v != b"identity" for k, v in head)
+    await send({"type": "http.response.start", "status": 200, "headers": head})
+    await SseRelay(ex, send, perf_counter, encoded).run(first, chunks, deadline)
+
+
+async def _read_all(resp: UpstreamResponse, limit: int) -> bytes:
+    """The whole body, refusing more than `limit` bytes: read at once when its length is
+    declared (the parser stops there), else counted chunk by chunk."""
+    if resp.content_length is not None:
+        if resp.content_length > limit:
+            raise UpstreamError(f"upstream answer larger than {limit} bytes")
+        return await resp.read()
     parts: list[bytes] = []
     size = 0
-    chunk: bytes | None = first
-    while chunk is not None:
+    async for chunk in resp.chunks():
         size += len(chunk)
         if size > limit:
             raise UpstreamError(f"upstream answer larger than {limit} bytes")
         parts.append(chunk)
-        chunk = await anext(chunks, None)
-        deadline.progress()
     return b"".join(parts)
 
 

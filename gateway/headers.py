@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 RawHeaders = Iterable[tuple[bytes, bytes]]
+USER_AGENT = "llm-gateway"
 
 HOP_BY_HOP = frozenset(
     b"connection keep-alive proxy-connection te transfer-encoding upgrade trailer "
@@ -50,6 +51,8 @@ def to_upstream(
         ("accept-encoding", accept_encoding.decode("latin-1") if accept_encoding else "identity")
     )
     out.append(("x-request-id", request_id))
+    if not any(name == b"user-agent" for name, _ in items):
+        out.append(("user-agent", USER_AGENT))  # not the HTTP library's
     if api_key:
         out.append(("authorization", f"Bearer {api_key}"))
     return out

@@ -24,8 +24,11 @@ Headers = Sequence[tuple[str, str]]
 class UpstreamResponse(Protocol):
     status: int
     raw_headers: tuple[tuple[bytes, bytes], ...]
+    content_length: int | None  # as declared by the upstream; None for chunked answers
 
     def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def read(self) -> bytes: ...
 
     def close(self) -> None: ...
 
@@ -43,12 +46,22 @@ class Transport(Protocol):
 class AiohttpResponse:
     """An upstream answer; iterating `chunks()` yields body bytes as they arrive."""
 
-    __slots__ = ("_resp", "raw_headers", "status")
+    __slots__ = ("_resp", "content_length", "raw_headers", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
         self.status = resp.status
         self.raw_headers = resp.raw_headers
+        self.content_length = resp.content_length
+
+    async def read(self) -> bytes:
+        """The whole body (only for answers with a declared length: it is read up to it)."""
+        try:
+            return await self._resp.read()
+        except aiohttp.ClientPayloadError as exc:
+            raise UpstreamReset(f"upstream body broken: {_reason(exc)}") from None
+        except (aiohttp.ClientConnectionError, ConnectionError) as exc:
+            raise UpstreamReset(f"upstream connection lost: {_reason(exc)}") from None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
@@ -76,7 +89,6 @@ class AiohttpTransport:
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30),
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent",),
             timeout=aiohttp.ClientTimeout(total=None),
         )
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}  # one per configured connect_s

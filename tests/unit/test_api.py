@@ -23,11 +23,16 @@ class FakeResponse:
         self.status = status
         self.raw_headers = tuple(headers)
         self._chunks = chunks
+        declared = next((v for k, v in headers if k == b"content-length"), None)
+        self.content_length = None if declared is None else int(declared)  # else "chunked"
         self.closed = self.released = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         for chunk in self._chunks:
             yield chunk
+
+    async def read(self) -> bytes:
+        return b"".join(self._chunks)
 
     def close(self) -> None:
         self.closed = True
@@ -120,8 +125,13 @@ async def test_seeded_rng_gives_a_reproducible_sequence() -> None:
             502,
             "upstream_error",
         ),
+        (
+            FakeResponse(200, [(b"content-length", b"%d" % (17 << 20))], [b"never read"]),
+            502,
+            "upstream_error",
+        ),
     ],
-    ids=["connect", "redirect-not-followed", "answer-too-large"],
+    ids=["connect", "redirect-not-followed", "answer-too-large", "declared-too-large"],
 )
 async def test_upstream_failures_map_to_gateway_errors(
     app: GatewayApp, fake: FakeTransport, answer: Any, status: int, code: str

@@ -37,7 +37,7 @@ def test_to_upstream_drops_hop_by_hop_credentials_and_forwarding() -> None:
 
 def test_to_upstream_without_key_or_encoding() -> None:
     out = dict(to_upstream([], None, "rid", None))
-    assert out == {"accept-encoding": "identity", "x-request-id": "rid"}
+    assert out == {"accept-encoding": "identity", "x-request-id": "rid", "user-agent": "llm-gateway"}
 
 
 def test_to_client_allow_list() -> None:

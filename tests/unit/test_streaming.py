@@ -33,8 +33,8 @@ async def relay(
 
     loop = asyncio.get_running_loop()
     ex = Exchange("rid", "/v1/chat/completions", loop.time())
-    deadline = Deadline(loop.time() + 60, loop.time() + 60)
-    deadline.idle(idle)
+    deadline = Deadline(60, idle, 60)
+    deadline.idle()
     try:
         await SseRelay(ex, send, loop.time, encoded).run(first, rest, deadline)
     finally:
