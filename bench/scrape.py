@@ -1,22 +1,28 @@
 """How long one /metrics scrape takes with 10 models x 5 versions (issue 6: under 5 ms).
 
 Builds the real app for a generated config, records traffic for every version so every series
-exists (requests by outcome, histograms, tokens, upstream attempts), then times the scrape
-endpoint's work (`Metrics.scrape`, including the live-store collector) in-process.
+exists (requests by outcome, histograms, tokens, upstream attempts), feeds the same attempts with
+varied latencies into the live store over a full stats window (12 buckets of 5 s on a fake clock,
+so the per-version live gauges, quantiles included, are computed from real data), then times the
+scrape endpoint's work (`Metrics.scrape`, including the live gauges) in-process.
 
-    .venv/bin/python bench/scrape.py [--repeats 200]
+    .venv/bin/python bench/scrape.py [--repeats 100] [--successes 0]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import time
 from random import Random
 
-from gateway.app import create_app
+from gateway.app import GatewayApp, create_app
 from gateway.config import parse_config
 from gateway.exchange import OUTCOMES, Attempt, Exchange
+from gateway.store.clock import SharedClock
+
+MODELS, VERSIONS = 10, 5
 
 
 def config(models: int, versions: int) -> str:
@@ -34,32 +40,59 @@ def config(models: int, versions: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def exchange(model: str, version: str, outcome: str, rng: Random) -> Exchange:
+    """One request served by `version` in one attempt, with a random TTFT and duration."""
+    ttft = rng.uniform(0.02, 2.0)
+    duration = ttft + rng.uniform(0.05, 20.0)
+    ex = Exchange(
+        "r",
+        "/v1/chat/completions",
+        0.0,
+        model=model,
+        version=version,
+        outcome=outcome,
+        ttft=ttft,
+        duration=duration,
+        prompt_tokens=10,
+        completion_tokens=20,
+    )
+    ex.attempts.append(Attempt(version, 0.0, False, outcome=outcome, ttft=ttft, duration=duration))
+    return ex
+
+
+def traffic(app: GatewayApp, now: list[float], rng: Random, successes: int = 0) -> None:
+    """Every version and outcome, plus `successes` more successful requests per version, in each
+    of the stats window's 12 buckets (5 s apart)."""
+    metrics, live = app.gateway.runtime.metrics, app.gateway.live
+    for _ in range(12):
+        now[0] += 5.0
+        for m in range(MODELS):
+            for v in range(VERSIONS):
+                for outcome in (*OUTCOMES, *["success"] * successes):
+                    ex = exchange(f"m{m}", f"v{v}", outcome, rng)
+                    metrics.record(ex)
+                    metrics.attempted(f"m{m}", ex.attempts[0])
+                    live.record(ex)
+        asyncio.run(live.sync.flush())
+    asyncio.run(live.sync.refresh())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument(
+        "--successes",
+        type=int,
+        default=0,
+        help="extra successful requests per version per 5 s bucket (denser live histograms)",
+    )
     args = parser.parse_args()
-    app = create_app(parse_config(config(10, 5), {}), {}, rng=Random(1))
+    now = [1000.0]
+    clock = SharedClock(lambda: now[0], lambda: 1_767_225_600.0)
+    cfg = parse_config(config(MODELS, VERSIONS), {})
+    app = create_app(cfg, {}, rng=Random(1), clock=clock)
+    traffic(app, now, Random(2), args.successes)
     metrics = app.gateway.runtime.metrics
-    for m in range(10):
-        for v in range(5):
-            for outcome in OUTCOMES:
-                ex = Exchange(
-                    "r",
-                    "/v1/chat/completions",
-                    0.0,
-                    model=f"m{m}",
-                    version=f"v{v}",
-                    outcome=outcome,
-                    ttft=0.05,
-                    duration=0.2,
-                    prompt_tokens=10,
-                    completion_tokens=20,
-                )
-                ex.attempts.append(
-                    Attempt(f"v{v}", 0.0, False, outcome=outcome, ttft=0.05, duration=0.2)
-                )
-                metrics.record(ex)
-                metrics.attempted(f"m{m}", ex.attempts[0])
     size = len(metrics.scrape())
     times = []
     for _ in range(args.repeats):
@@ -68,7 +101,7 @@ def main() -> None:
         times.append((time.perf_counter() - started) * 1000)
     times.sort()
     print(
-        f"10 models x 5 versions: scrape {size / 1024:.0f} KiB, "
+        f"{MODELS} models x {VERSIONS} versions: scrape {size / 1024:.0f} KiB, "
         f"median {statistics.median(times):.2f} ms, "
         f"p95 {times[int(0.95 * len(times))]:.2f} ms over {args.repeats} scrapes"
     )

@@ -1,36 +1,41 @@
 """Prometheus metrics: names, bounded labels, and the recorder the request path reports to.
 
-Owns its own `CollectorRegistry` (no global state). `model` and `version` label values come only
-from the config; anything else is `other` (and `none` where no version was chosen), so client
-input can never create series. Label children are cached so recording a request is a few dict
-lookups and increments. `LiveCollector` exports the live store's health and, per configured
-version, the same numbers as `GET /admin/models/{model}/stats`, computed at scrape time from the
-current snapshot (nothing on the request path).
+Owns the gateway's metric families (an `Exposition`, no global state) and what one scrape
+writes: prometheus_client's process and platform collectors (in a `CollectorRegistry` of their
+own), then the gateway's families, the canary's, and the live gauges (`gateway.live_metrics`).
+`model` and `version` label values come only from the config; anything else is `other` (and
+`none` where no version was chosen), so client input can never create series. Each (model,
+version, outcome) is bound once to its series, so recording a request is a dict lookup and a few
+list and attribute increments.
+
+Bucket upper bounds, in seconds (+Inf implied):
+  gateway_request_duration_seconds, gateway_ttft_seconds: `LATENCY_BUCKETS`
+      5 ms, 10 ms, 25 ms, 50 ms, 100 ms, 250 ms, 500 ms, 1, 2.5, 5, 10, 30, 60, 120
+  gateway_overhead_seconds: `OVERHEAD_BUCKETS`
+      0.1 ms, 0.25 ms, 0.5 ms, 1 ms, 2.5 ms, 5 ms, 10 ms, 25 ms, 100 ms
+
+Only the Prometheus text format 0.0.4 is served (no OpenMetrics negotiation).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
-    disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.exchange import Attempt, Exchange
+from gateway.exposition import Exposition
+from gateway.live_metrics import LiveGauges
 from gateway.logs import event
 from gateway.registry import Registry
 from gateway.rollout.metrics import CanaryMetrics
-from gateway.store.window import FAILURE_CLASSES
 
 if TYPE_CHECKING:
     from gateway.store.sync import StoreSync
@@ -43,95 +48,82 @@ LOG = logging.getLogger("gateway.health")
 
 class Metrics:
     def __init__(self) -> None:
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
-        self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        r = self.registry
-        self.requests = Counter(
-            "gateway_requests",
+        self.process = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self.process)
+        PlatformCollector(registry=self.process)
+        self.exposition = x = Exposition()
+        mv = ("model", "version")
+        self.requests = x.counter(
+            "gateway_requests_total",
             "Client requests by model, serving version and outcome class",
-            ["model", "version", "outcome"],
-            registry=r,
+            (*mv, "outcome"),
         )
-        self.duration = Histogram(
+        self.duration = x.histogram(
             "gateway_request_duration_seconds",
             "Time from request arrival to the last byte sent",
-            ["model", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
+            mv,
         )
-        self.ttft = Histogram(
+        self.ttft = x.histogram(
             "gateway_ttft_seconds",
             "Time from request arrival to the first byte sent to the client",
-            ["model", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
+            mv,
         )
-        self.overhead = Histogram(
+        self.overhead = x.histogram(
             "gateway_overhead_seconds",
             "Time to first byte not spent waiting on the upstream",
-            buckets=OVERHEAD_BUCKETS,
-            registry=r,
+            OVERHEAD_BUCKETS,
+        ).labels()
+        self.tokens = x.counter(
+            "gateway_tokens_total", "Tokens reported by upstream usage blocks", (*mv, "kind")
         )
-        self.tokens = Counter(
-            "gateway_tokens",
-            "Tokens reported by upstream usage blocks",
-            ["model", "version", "kind"],
-            registry=r,
-        )
-        self.weight = Gauge(
+        self.weight = x.gauge(
             "gateway_routing_weight",
             "Share of new traffic routing gives each version now (0-1)",
-            ["model", "version"],
-            registry=r,
+            mv,
         )
-        self.inflight = Gauge("gateway_inflight", "Client requests in progress", registry=r)
-        self.upstream = Counter(
-            "gateway_upstream_requests",
+        self.inflight = x.gauge("gateway_inflight", "Client requests in progress").labels()
+        self.upstream = x.counter(
+            "gateway_upstream_requests_total",
             "Upstream attempts by model, version and outcome class",
-            ["model", "version", "outcome"],
-            registry=r,
+            (*mv, "outcome"),
         )
-        self.retries = Counter(
-            "gateway_retries",
-            "Retries onto another version, by the failure that caused them",
-            ["model", "reason"],
-            registry=r,
+        self._resilience(x)
+        self.config_info = x.gauge(
+            "gateway_config_info", "The config revision in use (value 1)", ("revision",)
         )
-        self.budget_exhausted = Counter(
-            "gateway_retry_budget_exhausted",
-            "Retries refused by the retry budget",
-            ["model"],
-            registry=r,
+        self.reloads = x.counter(
+            "gateway_config_reloads_total", "Config reload attempts by result", ("result",)
         )
-        self.ejections = Counter(
-            "gateway_ejections",
-            "Versions ejected for consecutive failures",
-            ["model", "version"],
-            registry=r,
-        )
-        self.panic_mode = Gauge(
-            "gateway_panic_mode",
-            "1 while every version of a model is failing",
-            ["model"],
-            registry=r,
-        )
-        self.rejected = Counter(
-            "gateway_rejected",
-            "Requests refused by the gateway itself, by reason",
-            ["reason"],
-            registry=r,
-        )
-        self.config_info = Gauge(
-            "gateway_config_info", "The config revision in use (value 1)", ["revision"], registry=r
-        )
-        self.reloads = Counter(
-            "gateway_config_reloads", "Config reload attempts by result", ["result"], registry=r
-        )
-        self.canary = CanaryMetrics(r)
+        self.canary = CanaryMetrics(x)
         self._known: frozenset[tuple[str, str]] = frozenset()
         self._children: dict[tuple[str, str, str], Callable[[Exchange], None]] = {}
+
+    def _resilience(self, x: Exposition) -> None:
+        self.retries = x.counter(
+            "gateway_retries_total",
+            "Retries onto another version, by the failure that caused them",
+            ("model", "reason"),
+        )
+        self.budget_exhausted = x.counter(
+            "gateway_retry_budget_exhausted_total",
+            "Retries refused by the retry budget",
+            ("model",),
+        )
+        self.ejections = x.counter(
+            "gateway_ejections_total",
+            "Versions ejected for consecutive failures",
+            ("model", "version"),
+        )
+        self.panic_mode = x.gauge(
+            "gateway_panic_mode", "1 while every version of a model is failing", ("model",)
+        )
+        self.rejected = x.counter(
+            "gateway_rejected_total",
+            "Requests refused by the gateway itself, by reason",
+            ("reason",),
+        )
 
     def use_registry(self, registry: Registry, revision: str) -> None:
         """Adopt a (new) config: the label values it allows, its weights and revision."""
@@ -150,7 +142,8 @@ class Metrics:
                 self.weight.labels(model.name, vid).set(share)
 
     def watch_live(self, sync: StoreSync, registry: Callable[[], Registry]) -> None:
-        self.registry.register(LiveCollector(sync, registry))
+        """Write the live store's health and per-version gauges on every scrape."""
+        self.exposition.add_render(LiveGauges(sync, registry).render)
 
     def record(self, ex: Exchange) -> None:
         if ex.reason:
@@ -164,23 +157,23 @@ class Metrics:
     def _bind(self, model: str, version: str, outcome: str) -> Callable[[Exchange], None]:
         if (model, version) not in self._known:
             model, version = (OTHER, OTHER) if model != OTHER else (OTHER, "none")
-        count = self.requests.labels(model, version, outcome).inc
+        count = self.requests.labels(model, version, outcome)
         duration = self.duration.labels(model, version).observe
         ttft = self.ttft.labels(model, version).observe
-        prompt = self.tokens.labels(model, version, "prompt").inc
-        completion = self.tokens.labels(model, version, "completion").inc
+        prompt = self.tokens.labels(model, version, "prompt")
+        completion = self.tokens.labels(model, version, "completion")
         overhead = self.overhead.observe
 
         def observe(ex: Exchange) -> None:
-            count()
+            count.value += 1
             duration(ex.duration)
             if ex.ttft is not None:
                 ttft(ex.ttft)
                 overhead(max(ex.ttft - ex.upstream_wait, 0.0))
             if ex.prompt_tokens:
-                prompt(ex.prompt_tokens)
+                prompt.value += ex.prompt_tokens
             if ex.completion_tokens:
-                completion(ex.completion_tokens)
+                completion.value += ex.completion_tokens
 
         return observe
 
@@ -202,100 +195,5 @@ class Metrics:
         event(LOG, "panic", f"model {model} panic mode {'on' if on else 'off'}", model=model, on=on)
 
     def scrape(self) -> bytes:
-        return generate_latest(self.registry)
-
-
-QUANTILES = (("0.5", 0.50), ("0.95", 0.95), ("0.99", 0.99))
-
-
-class LiveCollector:
-    """Store health and per-version live numbers, read from the sync's state at scrape time."""
-
-    def __init__(self, sync: StoreSync, registry: Callable[[], Registry]) -> None:
-        self._sync = sync
-        self._registry = registry
-
-    def collect(self) -> Iterator[Metric]:
-        sync = self._sync
-        backend = sync.settings.backend
-        up = GaugeMetricFamily(
-            "gateway_store_up", "1 when the live store is reachable", labels=["backend"]
-        )
-        up.add_metric([backend], 1.0 if sync.shared_up else 0.0)
-        yield up
-        if backend == "redis":
-            yield GaugeMetricFamily(
-                "gateway_redis_up", "1 when Redis is reachable", value=float(sync.shared_up)
-            )
-        yield GaugeMetricFamily(
-            "gateway_store_snapshot_age_seconds",
-            "Seconds since the routing snapshot was last refreshed from the store",
-            value=sync.snapshot_age(),
-        )
-        yield _labelled(
-            CounterMetricFamily,
-            "gateway_store_dropped",
-            "Attempt outcomes never written to the store",
-            "reason",
-            sync.dropped,
-        )
-        yield _labelled(
-            CounterMetricFamily, "gateway_store_errors", "Failed store calls", "op", sync.errors
-        )
-        yield from self._versions()
-
-    def _versions(self) -> Iterator[Metric]:
-        snapshot = self._sync.snapshot
-        labels = ["model", "version"]
-        rate = GaugeMetricFamily(
-            "gateway_version_requests_per_second",
-            "Upstream attempts per second over the stats window",
-            labels=labels,
-        )
-        errors = GaugeMetricFamily(
-            "gateway_version_error_rate",
-            "Version failures over judged attempts, by class (all = any)",
-            labels=[*labels, "class"],
-        )
-        latency = GaugeMetricFamily(
-            "gateway_version_latency_seconds",
-            "Latency of successful attempts over the window",
-            labels=[*labels, "quantile"],
-        )
-        ttft = GaugeMetricFamily(
-            "gateway_version_ttft_seconds",
-            "Time to first upstream byte over the window",
-            labels=[*labels, "quantile"],
-        )
-        tokens = GaugeMetricFamily(
-            "gateway_version_tokens_per_second",
-            "Prompt plus completion tokens per second",
-            labels=labels,
-        )
-        samples = GaugeMetricFamily(
-            "gateway_version_samples", "Judged attempts in the window", labels=labels
-        )
-        for model in self._registry().models.values():
-            for vid in model.versions:
-                stats, key = snapshot.window(model.name, vid), [model.name, vid]
-                rate.add_metric(key, stats.rate(stats.requests))
-                tokens.add_metric(key, stats.rate(stats.prompt_tokens + stats.completion_tokens))
-                samples.add_metric(key, stats.samples)
-                errors.add_metric([*key, "all"], stats.error_rate())
-                for name in FAILURE_CLASSES:
-                    errors.add_metric([*key, name], stats.error_rate(name))
-                for label, q in QUANTILES:
-                    if (value := stats.latency.quantile(q)) is not None:
-                        latency.add_metric([*key, label], value / 1000)
-                    if q < 0.99 and (value := stats.ttft.quantile(q)) is not None:
-                        ttft.add_metric([*key, label], value / 1000)
-        yield from (rate, errors, latency, ttft, tokens, samples)
-
-
-def _labelled(
-    kind: type[CounterMetricFamily], name: str, doc: str, label: str, values: dict[str, int]
-) -> Metric:
-    family = kind(name, doc, labels=[label])
-    for key, value in values.items():
-        family.add_metric([key], float(value))
-    return family
+        """One scrape in the Prometheus text format 0.0.4."""
+        return generate_latest(self.process) + self.exposition.render().encode()

@@ -14,8 +14,7 @@ publishes the e-values of the state it holds.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-
+from gateway.exposition import Exposition
 from gateway.rollout import judge
 from gateway.rollout.settings import CanarySettings
 from gateway.rollout.state import CanaryState, DecisionRecord
@@ -24,32 +23,22 @@ STATES = ("progressing", "paused", "promoted", "rolled_back")
 
 
 class CanaryMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        r = registry
-        self.step = Gauge("gateway_canary_step", "Canary step index", ["model"], registry=r)
-        self.weight = Gauge(
-            "gateway_canary_weight", "Candidate share in percent", ["model"], registry=r
-        )
-        self.state = Gauge(
-            "gateway_canary_state", "1 for the canary's state", ["model", "state"], registry=r
-        )
-        self.evalue = Gauge(
+    def __init__(self, x: Exposition) -> None:
+        self.step = x.gauge("gateway_canary_step", "Canary step index", ("model",))
+        self.weight = x.gauge("gateway_canary_weight", "Candidate share in percent", ("model",))
+        self.state = x.gauge("gateway_canary_state", "1 for the canary's state", ("model", "state"))
+        self.evalue = x.gauge(
             "gateway_canary_evalue",
             "Canary e-values (harm: rollback at m/alpha; safety: advance at 1/alpha)",
-            ["model", "metric", "test"],
-            registry=r,
+            ("model", "metric", "test"),
         )
-        self.decisions = Counter(
-            "gateway_canary_decisions",
-            "Canary transitions",
-            ["model", "action", "rule"],
-            registry=r,
+        self.decisions = x.counter(
+            "gateway_canary_decisions_total", "Canary transitions", ("model", "action", "rule")
         )
-        self.shadow = Counter(
-            "gateway_shadow_requests",
+        self.shadow = x.counter(
+            "gateway_shadow_requests_total",
             "Shadow copies by outcome (dropped: the in-flight bound was full)",
-            ["model", "version", "outcome"],
-            registry=r,
+            ("model", "version", "outcome"),
         )
 
     def publish(

@@ -11,7 +11,7 @@ Counts may be fractional (exponentially decayed merges).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 MIN_MS = 0.25
 STEPS_PER_DOUBLING = 8
@@ -53,8 +53,9 @@ class Histogram:
         self.counts[index] = self.counts.get(index, 0.0) + count
 
     def merge(self, other: Histogram, weight: float = 1.0) -> None:
+        counts, get = self.counts, self.counts.get
         for index, count in other.counts.items():
-            self.counts[index] = self.counts.get(index, 0.0) + count * weight
+            counts[index] = get(index, 0.0) + count * weight
 
     @property
     def total(self) -> float:
@@ -67,18 +68,27 @@ class Histogram:
 
     def quantile(self, q: float) -> float | None:
         """The q-quantile (0 < q ≤ 1) in milliseconds, or None when empty."""
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: Sequence[float]) -> list[float | None]:
+        """Several quantiles (ascending q) from one sort and one walk; None each when empty."""
         total = self.total
         if total <= 0:
-            return None
-        rank = min(max(q, 0.0), 1.0) * total
-        cumulative = 0.0
-        ordered = sorted(i for i, c in self.counts.items() if c > 0)
-        for index in ordered:
-            count = self.counts[index]
-            if cumulative + count >= rank:
-                return _inside(index, (rank - cumulative) / count)
-            cumulative += count
-        return _inside(ordered[-1], 1.0)
+            return [None] * len(qs)
+        ordered = sorted((i, c) for i, c in self.counts.items() if c > 0)
+        found: list[float | None] = []
+        at, cumulative = 0, 0.0
+        for q in qs:
+            rank = min(max(q, 0.0), 1.0) * total
+            while at < len(ordered) and cumulative + ordered[at][1] < rank:
+                cumulative += ordered[at][1]
+                at += 1
+            if at == len(ordered):
+                found.append(_inside(ordered[-1][0], 1.0))
+            else:
+                index, count = ordered[at]
+                found.append(_inside(index, (rank - cumulative) / count))
+        return found
 
 
 def _inside(index: int, fraction: float) -> float:

@@ -87,3 +87,11 @@ def test_empty_and_decayed_histograms() -> None:
     median = hist.quantile(0.5)
     assert median is not None and bucket_of(median) == bucket_of(10.0)
     assert hist.at_most(100.0) == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_quantiles_in_one_pass_equal_one_at_a_time(kind: str) -> None:
+    qs = (0.0, 0.5, 0.9, 0.95, 0.99, 1.0)
+    for _, _, hist in cases(kind):
+        assert hist.quantiles(qs) == [hist.quantile(q) for q in qs]
+    assert Histogram().quantiles(qs) == [None] * len(qs)
