@@ -1,9 +1,12 @@
 """What per-key rate limiting shared through Redis adds to a request (issue 7: ≤ 0.3 ms p50).
 
-Two gateways on the same 0 ms mock, measured alternately with wrk at 1 connection: `open` (no
-keys, memory store) and `limited` (one API key with a per-minute request and token limit far
-above the load, store and limits in a private redis-server, so every request makes the one
-Redis round trip). Gateways on core 0; wrk, mock and Redis on core 1. Medians of the repeats.
+Three gateways on the same 0 ms mock, measured in turn with wrk at 1 connection: `open` (no
+keys, memory store), `limited` (one API key with a per-minute request and token limit far
+above the load, store and limits in a private redis-server: the common case, where most
+requests spend leased credits and only some make the Redis round trip) and `exact` (the same,
+with leases switched off, so every request makes the round trip — what each request pays near
+a key's limit). Gateways on core 0; wrk, mock and Redis on core 1. Medians of the repeats; for
+the limited gateways also the Redis round trips per request (EVALSHA calls / wrk requests).
 
     .venv/bin/python bench/ratelimit.py [--repeats 5] [--duration 5]
 """
@@ -22,6 +25,7 @@ import time
 from pathlib import Path
 
 import httpx
+import redis as redis_lib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +59,13 @@ def start(cmd: list[str], core: int, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def gateway_config(port: int, mock: int, redis: int | None) -> dict[str, object]:
+NO_LEASE = (
+    "import gateway.ratelimit_lease as lease; lease.LEASE_FRACTION = 10**18; "
+    "from gateway.cli import main; raise SystemExit(main())"
+)
+
+
+def gateway_config(port: int, mock: int, redis: int | None, prefix: str) -> dict[str, object]:
     cfg: dict[str, object] = {
         "listen": {"host": "127.0.0.1", "port": port},
         "logging": {"access": True},
@@ -68,7 +78,11 @@ def gateway_config(port: int, mock: int, redis: int | None) -> dict[str, object]
         },
     }
     if redis is not None:
-        cfg["store"] = {"backend": "redis", "redis_url": f"redis://127.0.0.1:{redis}/0"}
+        cfg["store"] = {
+            "backend": "redis",
+            "redis_url": f"redis://127.0.0.1:{redis}/0",
+            "key_prefix": prefix,
+        }
         limit = {"requests_per_minute": 10_000_000, "tokens_per_minute": 10_000_000_000}
         cfg["auth"] = {
             "keys": [
@@ -82,7 +96,8 @@ def gateway_config(port: int, mock: int, redis: int | None) -> dict[str, object]
     return cfg
 
 
-def p50(port: int, duration: int, auth: str | None) -> float:
+def p50(port: int, duration: int, auth: str | None) -> tuple[float, int]:
+    """wrk's median latency (ms) and how many requests it made."""
     env = {**os.environ, **({"WRK_AUTH": auth} if auth else {})}
     out = subprocess.run(
         [
@@ -104,7 +119,44 @@ def p50(port: int, duration: int, auth: str | None) -> float:
         check=True,
     ).stdout
     value, unit = re.search(r"50%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    count = re.search(r"(\d+) requests in", out).group(1)  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit], int(count)
+
+
+def evalsha_calls(port: int) -> int:
+    stats = redis_lib.Redis(port=port).info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def measure(
+    ports: dict[str, int], redis: int, args: argparse.Namespace
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """p50 per variant per repeat, and round trips per request for the limited ones."""
+    latency: dict[str, list[float]] = {name: [] for name in ports}
+    trips: dict[str, list[float]] = {name: [] for name in ports if name != "open"}
+    for _ in range(args.repeats):
+        for name, port in ports.items():
+            before = evalsha_calls(redis)
+            ms, count = p50(port, args.duration, None if name == "open" else KEY)
+            latency[name].append(ms)
+            if name in trips:
+                trips[name].append(round((evalsha_calls(redis) - before) / count, 4))
+    return latency, trips
+
+
+def start_gateways(
+    tmp: Path, redis: int, mock: int, procs: list[subprocess.Popen[bytes]]
+) -> dict[str, int]:
+    ports = {"open": free_port(), "limited": free_port(), "exact": free_port()}
+    for name, port in ports.items():
+        path = tmp / f"gw-{name}.yaml"
+        rport = None if name == "open" else redis
+        path.write_text(yaml.safe_dump(gateway_config(port, mock, rport, f"gw-{name}")))
+        run = [PY, "-c", NO_LEASE] if name == "exact" else [PY, "-m", "gateway"]
+        procs.append(start([*run, "serve", "--config", str(path)], 0, tmp / f"gw-{name}.log"))
+    for port in ports.values():
+        wait(f"http://127.0.0.1:{port}/readyz")
+    return ports
 
 
 def main() -> int:
@@ -115,46 +167,21 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-rl-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        redis, mock, open_port, limited_port = free_port(), free_port(), free_port(), free_port()
-        procs.append(
-            start(
-                [
-                    "redis-server",
-                    "--port",
-                    str(redis),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(tmp),
-                ],
-                1,
-                tmp / "redis.log",
-            )
-        )
+        redis, mock = free_port(), free_port()
+        redis_cmd = ["redis-server", "--port", str(redis), "--save", "", "--appendonly", "no"]
+        procs.append(start([*redis_cmd, "--dir", str(tmp)], 1, tmp / "redis.log"))
         procs.append(
             start([PY, "-m", "gateway", "mock-upstream", "--port", str(mock)], 1, tmp / "mock.log")
         )
-        for port, rport in ((open_port, None), (limited_port, redis)):
-            path = tmp / f"gw-{port}.yaml"
-            path.write_text(yaml.safe_dump(gateway_config(port, mock, rport)))
-            procs.append(
-                start(
-                    [PY, "-m", "gateway", "serve", "--config", str(path)], 0, tmp / f"gw-{port}.log"
-                )
-            )
-        for port in (open_port, limited_port):
-            wait(f"http://127.0.0.1:{port}/readyz")
-        results: dict[str, list[float]] = {"open": [], "limited": []}
-        for _ in range(args.repeats):
-            results["open"].append(p50(open_port, args.duration, None))
-            results["limited"].append(p50(limited_port, args.duration, KEY))
-        med = {k: statistics.median(v) for k, v in results.items()}
-        print(f"p50 ms per repeat: {results}")
+        ports = start_gateways(tmp, redis, mock, procs)
+        latency, trips = measure(ports, redis, args)
+        med = {k: statistics.median(v) for k, v in latency.items()}
+        print(f"p50 ms per repeat: {latency}")
+        print(f"redis round trips per request: {trips}")
         print(
-            f"median p50: open {med['open']:.3f} ms, limited {med['limited']:.3f} ms, "
-            f"added {med['limited'] - med['open']:.3f} ms"
+            f"median p50: open {med['open']:.3f} ms, limited {med['limited']:.3f} ms "
+            f"(added {med['limited'] - med['open']:.3f} ms), exact {med['exact']:.3f} ms "
+            f"(added {med['exact'] - med['open']:.3f} ms)"
         )
     finally:
         for proc in procs:

@@ -3,15 +3,24 @@
 Key schema: `<prefix>:{rl:<key id>}:requests` and `<prefix>:{rl:<key id>}:tokens`, each holding
 one number, the key's theoretical arrival time in Redis milliseconds (the `{rl:<key id>}` hash tag
 puts both in one Cluster slot). One Lua call checks both limits against Redis `TIME` (one clock
-for every replica) and advances both only when both admit. Settling a token reservation moves the
-token TAT by `(used - reserved) × interval`; the correction is carried by the key's next call,
-applied first in the same script, so each request costs exactly one round trip (until then the
-reservation stands, which errs on the safe side). Keys expire a little after a full window.
+for every replica) and advances both only when both admit. Far from the limit the same call also
+charges a small lease of credits the replica then spends locally with no round trip
+(`ratelimit_lease.py` sizes it and bounds the error: at most one lease, 0.1 % of the limit, per
+replica); near the limit the lease is 0 and every request is judged by Redis, exactly. Settling a
+token reservation moves the token TAT by `(used - reserved) × interval`, and handing back unused
+lease credits moves either TAT back; these corrections are carried by the key's next call,
+applied first in the same script, so a call to Redis is always exactly one round trip (until
+then the reservation stands, which errs on the safe side). Keys expire a little after a full
+window. Script arguments: limits, reserved tokens, window (ms), the two corrections (ms), the
+lease divisor and the two lease caps; reply: admitted, wait (ms), remaining requests and tokens
+(after the lease), lease size in like requests.
 
-This is the one place a request waits on Redis, and only for keys that have limits: a single
-round trip bounded by `timeout_ms` (default 50 ms). If Redis is slow or unreachable, a circuit
-breaker sends requests to a local limiter that enforces `auth.fallback_share` of each limit per
-replica (1.0 by default; set 1/replicas for a strict bound) — never unlimited.
+This is the one place a request may wait on Redis, and only for keys that have limits and no
+lease that fits: a single round trip bounded by `timeout_ms` (default 50 ms). If Redis is slow or
+unreachable, a circuit breaker sends requests to a local limiter that enforces
+`auth.fallback_share` of each limit per replica (1.0 by default; set 1/replicas for a strict
+bound) — never unlimited. A lease already held is still spent while the breaker is open (its
+credits were charged in Redis).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from typing import Any
 from gateway.config.schema import GatewayConfig, RateLimit
 from gateway.errors import StoreError
 from gateway.ratelimit import WINDOW_S, Limiter, LocalLimiter, RateLimited, Ticket, reserve_tokens
+from gateway.ratelimit_lease import LEASE_DIVISOR, NO_REFUND, Leases, Refund, add, lease_caps
 from gateway.store import BACKOFF_BASE_S, redis_url
 from gateway.store.breaker import Breaker
 from gateway.store.redis import RedisStore
@@ -33,37 +43,44 @@ Script = Callable[[Sequence[str], Sequence[Any]], Awaitable[Any]]
 
 GCRA = """
 local window = tonumber(ARGV[4])
-local adjust = tonumber(ARGV[5])
-if adjust ~= 0 and redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('INCRBYFLOAT', KEYS[2], ARGV[5])
+for i = 1, 2 do
+  if tonumber(ARGV[4 + i]) ~= 0 and redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('INCRBYFLOAT', KEYS[i], ARGV[4 + i])
+  end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local out = {1, 0, -1, -1}
-local new = {}
+local out = {1, 0, -1, -1, 0}
+local costs, new, step, lease = {1, tonumber(ARGV[3])}, {}, {}, -1
 for i = 1, 2 do
   local limit = tonumber(ARGV[i])
   if limit > 0 then
-    local cost = 1
-    if i == 2 then cost = tonumber(ARGV[3]) end
     local interval = window / limit
     local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
     local start = math.max(tat, now)
-    local nt = start + cost * interval
+    local nt = start + costs[i] * interval
     local excess = nt - now - window
     if excess > 0 then
       out[1] = 0
       out[2] = math.max(out[2], math.ceil(excess))
       out[2 + i] = math.max(0, math.floor((window - (start - now)) / interval))
     else
-      new[i] = nt
+      new[i], step[i] = nt, costs[i] * interval
       out[2 + i] = math.floor((window - (nt - now)) / interval)
+      local room = math.min(math.floor(out[2 + i] / tonumber(ARGV[7])), tonumber(ARGV[7 + i]))
+      local fits = math.floor(room / math.max(costs[i], 1))
+      if lease < 0 or fits < lease then lease = fits end
     end
   end
 end
 if out[1] == 1 then
+  out[5] = math.max(lease, 0)
   for i = 1, 2 do
-    if new[i] then redis.call('SET', KEYS[i], tostring(new[i]), 'PX', window + 1000) end
+    if new[i] then
+      out[2 + i] = out[2 + i] - out[5] * costs[i]
+      local tat = string.format('%.17g', new[i] + out[5] * step[i])
+      redis.call('SET', KEYS[i], tat, 'PX', window + 1000)
+    end
   end
 end
 return out
@@ -72,14 +89,23 @@ return out
 
 class SharedLimiter:
     def __init__(
-        self, gcra: Script, prefix: str, local: LocalLimiter, share: float, breaker: Breaker
+        self,
+        gcra: Script,
+        prefix: str,
+        local: LocalLimiter,
+        share: float,
+        breaker: Breaker,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._gcra = gcra
         self._prefix = prefix
         self._local = local
         self._share = share
         self._breaker = breaker
-        self._unsettled: dict[str, float] = {}  # token TAT corrections, sent with the next call
+        self._clock = clock
+        self._leases = Leases()
+        self._unsettled: dict[str, Refund] = {}  # TAT corrections, sent with the key's next call
+        self.leased = 0  # requests admitted from a lease, without a round trip
         self.fallbacks = 0  # requests judged locally because Redis was unavailable
 
     async def reserve(
@@ -88,16 +114,20 @@ class SharedLimiter:
         if limit.requests_per_minute is None and limit.tokens_per_minute is None:
             return None
         tokens = reserve_tokens(payload, body_bytes)
+        now = self._clock()
+        if self._leases.take(key, limit, tokens, now):
+            self.leased += 1
+            return Ticket(key, limit, tokens)
         if self._breaker.ready():
-            adjust = self._unsettled.pop(key, 0.0)
+            adjust = add(self._unsettled.pop(key, NO_REFUND), self._leases.release(key))
             try:
-                reply = await self._gcra(self._keys(key), [*_args(limit, tokens), repr(adjust)])
+                reply = await self._gcra(self._keys(key), _args(limit, tokens, adjust))
             except StoreError:
                 self._breaker.failure()
-                self._unsettled[key] = self._unsettled.get(key, 0.0) + adjust
+                self._carry(key, adjust)
             else:
                 self._breaker.success()
-                return _verdict(key, limit, tokens, reply)
+                return self._admit(key, limit, tokens, reply, now)
         self.fallbacks += 1
         return await self._local.reserve(key, _scaled(limit, self._share), payload, body_bytes)
 
@@ -107,19 +137,38 @@ class SharedLimiter:
         if per_minute is None or not used or used == ticket.reserved:
             return
         delta_ms = (used - ticket.reserved) * WINDOW_S * 1000 / per_minute
-        self._unsettled[ticket.key] = self._unsettled.get(ticket.key, 0.0) + delta_ms
+        self._carry(ticket.key, (0.0, delta_ms))
+
+    def _admit(
+        self, key: str, limit: RateLimit, tokens: int, reply: Sequence[Any], now: float
+    ) -> Ticket:
+        """Raise `RateLimited` on a refusal; else hold the lease that came with the admission."""
+        if not int(reply[0]):
+            raise _refusal(limit, reply)
+        self._carry(key, self._leases.grant(key, limit, int(reply[4]), tokens, now))
+        return Ticket(key, limit, tokens)
+
+    def _carry(self, key: str, adjust: Refund) -> None:
+        if adjust != NO_REFUND:
+            self._unsettled[key] = add(self._unsettled.get(key, NO_REFUND), adjust)
 
     def _keys(self, key: str) -> list[str]:
         base = f"{self._prefix}:{{rl:{key}}}"
         return [f"{base}:requests", f"{base}:tokens"]
 
 
-def _args(limit: RateLimit, tokens: int) -> list[Any]:
+def _args(limit: RateLimit, tokens: int, adjust: Refund) -> list[Any]:
+    cap_requests, cap_tokens = lease_caps(limit)
     return [
         limit.requests_per_minute or 0,
         limit.tokens_per_minute or 0,
         tokens,
         int(WINDOW_S * 1000),
+        repr(adjust[0]),
+        repr(adjust[1]),
+        LEASE_DIVISOR,
+        cap_requests,
+        cap_tokens,
     ]
 
 
@@ -133,25 +182,20 @@ def _scaled(limit: RateLimit, share: float) -> RateLimit:
     )
 
 
-def _verdict(key: str, limit: RateLimit, tokens: int, reply: Sequence[Any]) -> Ticket:
-    allowed, wait_ms, rem_requests, rem_tokens = (int(x) for x in reply)
+def _refusal(limit: RateLimit, reply: Sequence[Any]) -> RateLimited:
+    wait = int(reply[1]) / 1000
     headers: list[tuple[bytes, bytes]] = []
     for kind, per_minute, remaining in (
-        ("requests", limit.requests_per_minute, rem_requests),
-        ("tokens", limit.tokens_per_minute, rem_tokens),
+        ("requests", limit.requests_per_minute, int(reply[2])),
+        ("tokens", limit.tokens_per_minute, int(reply[3])),
     ):
         if per_minute is not None:
             headers.append((f"x-ratelimit-limit-{kind}".encode(), str(per_minute).encode()))
             headers.append(
                 (f"x-ratelimit-remaining-{kind}".encode(), str(max(remaining, 0)).encode())
             )
-    if not allowed:
-        wait = wait_ms / 1000
-        headers.append((b"retry-after", str(max(1, math.ceil(wait))).encode()))
-        raise RateLimited(
-            f"rate limit exceeded for this API key; retry in {wait:.1f}s", wait, headers
-        )
-    return Ticket(key, limit, tokens)
+    headers.append((b"retry-after", str(max(1, math.ceil(wait))).encode()))
+    return RateLimited(f"rate limit exceeded for this API key; retry in {wait:.1f}s", wait, headers)
 
 
 def build_limiter(
@@ -181,4 +225,5 @@ def build_limiter(
         local,
         cfg.auth.fallback_share,
         breaker,
+        time.monotonic,
     )

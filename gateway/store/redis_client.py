@@ -3,7 +3,9 @@
 Every Redis user (the metrics store, the control state, the shared rate limiter) builds its
 client with `connect` and awaits every call through `bounded`: short socket and connect
 timeouts, no redis-py retries (callers have their own breakers), an outer asyncio deadline, and
-only `StoreTimeout` / `StoreUnavailable` ever leaving this module.
+only `StoreTimeout` / `StoreUnavailable` ever leaving this module. The connection pool blocks:
+a call that finds every connection busy waits for one (within the same deadline) instead of
+failing at once — a burst of more concurrent calls than connections is not an outage.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import redis.exceptions
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -33,7 +35,10 @@ def connect(url: str, *, cluster: bool, timeout_s: float, max_connections: int =
     }
     if cluster:
         return RedisCluster.from_url(url, **options)
-    return Redis.from_url(url, max_connections=max_connections, **options)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout_s, **options
+    )
+    return Redis.from_pool(pool)
 
 
 async def bounded(call: Awaitable[T], timeout_s: float) -> T:

@@ -1,5 +1,5 @@
 """Rate limits shared through a real redis-server: exact GCRA across replicas, token settling,
-and the local fallback when Redis is gone."""
+leased credits in a burst, and the local fallback when Redis is gone."""
 
 from __future__ import annotations
 
@@ -85,3 +85,22 @@ async def test_redis_down_falls_back_to_a_local_share_never_unlimited(tmp_path: 
     limit = RateLimit(requests_per_minute=40)
     got = await admitted(lim, "k4", limit, 100)
     assert got == 20 and lim.fallbacks == 100  # half of the limit, enforced locally
+
+
+async def test_leases_across_replicas_keep_a_burst_within_one_percent(redis: RedisServer) -> None:
+    replicas = [limiter(redis.url) for _ in range(3)]
+    limit = RateLimit(requests_per_minute=12_000)  # 200 a second; a lease holds up to 12
+    started = time.monotonic()
+    got = await asyncio.gather(*(admitted(r, "k5", limit, 4400) for r in replicas))
+    elapsed = time.monotonic() - started
+    exact = 12_000 + elapsed * 200  # a full minute of burst, then 200 a second meanwhile
+    assert 12_000 - 3 * 12 <= sum(got) <= exact + 3 * 12 + 1  # off by at most 1 lease a replica
+    assert sum(r.leased for r in replicas) > 9_000  # most admissions made no round trip
+
+
+async def test_more_requests_in_flight_than_connections_wait_for_one(redis: RedisServer) -> None:
+    # a full connection pool must queue the call, not fail it over to the local fallback
+    lim = limiter(redis.url)
+    limit = RateLimit(requests_per_minute=999)  # no lease: every request asks Redis
+    got = await asyncio.gather(*(admitted(lim, "k6", limit, 1) for _ in range(64)))
+    assert sum(got) == 64 and lim.fallbacks == 0
