@@ -70,8 +70,7 @@ class Forwarder:
         attempt = Attempt(version.id, perf_counter(), ex.stream)
         ex.attempts.append(attempt)
         payload["model"] = version.upstream_model
-        accept = next((v for k, v in client_headers if k == b"accept-encoding"), None)
-        headers = to_upstream(client_headers, version.api_key, ex.request_id, accept)
+        headers = to_upstream(client_headers, version.api_key, ex.request_id)
         deadline = Deadline(timeouts.ttft_s, timeouts.idle_s, timeouts.total_s)
         resp: UpstreamResponse | None = None
         finished = False

@@ -32,27 +32,28 @@ PASS_TO_CLIENT = frozenset(
 
 
 def to_upstream(
-    client: RawHeaders, api_key: str | None, request_id: str, accept_encoding: bytes | None
+    client: RawHeaders, api_key: str | None, request_id: str
 ) -> list[tuple[str, str]]:
-    """The headers sent upstream for a client request with headers `client`."""
-    items = list(client)
-    named = {
-        token.strip().lower()
-        for name, value in items
-        if name == b"connection"
-        for token in value.split(b",")
-    }
-    out = [
-        (name.decode("latin-1"), value.decode("latin-1"))
-        for name, value in items
-        if name not in DROP_TO_UPSTREAM and name not in named and not name.startswith(b"x-gateway-")
-    ]
-    out.append(
-        ("accept-encoding", accept_encoding.decode("latin-1") if accept_encoding else "identity")
-    )
+    """The headers sent upstream for a client request with headers `client` (one pass; a second
+    only when a `Connection` header names more headers to drop)."""
+    out: list[tuple[str, str]] = []
+    accept_encoding, user_agent, named = "identity", USER_AGENT, None
+    for name, value in client:
+        if name in DROP_TO_UPSTREAM or name.startswith(b"x-gateway-"):
+            if name == b"accept-encoding":
+                accept_encoding = value.decode("latin-1")
+            elif name == b"connection":
+                named = {token.strip().lower().decode("latin-1") for token in value.split(b",")}
+        elif name == b"user-agent":
+            user_agent = value.decode("latin-1")
+        else:
+            out.append((name.decode("latin-1"), value.decode("latin-1")))
+    if named:
+        out = [(name, value) for name, value in out if name not in named]
+        user_agent = USER_AGENT if "user-agent" in named else user_agent
+    out.append(("accept-encoding", accept_encoding))
+    out.append(("user-agent", user_agent))  # the client's, else ours (never the library's)
     out.append(("x-request-id", request_id))
-    if not any(name == b"user-agent" for name, _ in items):
-        out.append(("user-agent", USER_AGENT))  # not the HTTP library's
     if api_key:
         out.append(("authorization", f"Bearer {api_key}"))
     return out

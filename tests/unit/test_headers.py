@@ -23,8 +23,9 @@ def test_to_upstream_drops_hop_by_hop_credentials_and_forwarding() -> None:
         (b"cookie", b"a=b"),
         (b"user-agent", b"OpenAI/Python"),
         (b"x-session-id", b"s1"),
+        (b"accept-encoding", b"gzip"),
     ]
-    out = dict(to_upstream(client, "sk-up", "rid", b"gzip"))
+    out = dict(to_upstream(client, "sk-up", "rid"))
     assert out == {
         "content-type": "application/json",
         "user-agent": "OpenAI/Python",
@@ -36,7 +37,7 @@ def test_to_upstream_drops_hop_by_hop_credentials_and_forwarding() -> None:
 
 
 def test_to_upstream_without_key_or_encoding() -> None:
-    out = dict(to_upstream([], None, "rid", None))
+    out = dict(to_upstream([], None, "rid"))
     assert out == {"accept-encoding": "identity", "x-request-id": "rid", "user-agent": "llm-gateway"}
 
 
