@@ -10,8 +10,9 @@ request path) it reads the store sync's current state and snapshot and writes th
 `gateway_version_ttft_seconds{quantile}`, `gateway_version_tokens_per_second` and
 `gateway_version_samples`, all labelled `model` and `version` from the config.
 
-Every version's stats are summarized once and its lines for all six families written in one pass;
-the sample-line prefixes are formatted once per config (registry) and reused.
+Every version's window numbers (percentiles included) come precomputed with the snapshot (summarized
+once per store refresh, not per scrape) and its lines for all six families are written in one
+pass; the sample-line prefixes are formatted once per config (registry) and reused.
 """
 
 from __future__ import annotations
@@ -22,15 +23,13 @@ from typing import TYPE_CHECKING
 
 from gateway.exposition import Kind, header, label_string, number
 from gateway.registry import Registry
-from gateway.store.window import FAILURE_CLASSES, WindowStats
+from gateway.store.window import FAILURE_CLASSES, WINDOW_QS, WindowStats
 
 if TYPE_CHECKING:
     from gateway.store.sync import StoreSync
 
-QUANTILES = (("0.5", 0.50), ("0.95", 0.95), ("0.99", 0.99))
+QUANTILES = tuple(zip(("0.5", "0.95", "0.99"), WINDOW_QS, strict=True))  # WindowStats' order
 TTFT_QUANTILES = QUANTILES[:2]
-LATENCY_QS = tuple(q for _, q in QUANTILES)
-TTFT_QS = tuple(q for _, q in TTFT_QUANTILES)
 ERROR_CLASSES = ("all", *FAILURE_CLASSES)
 
 RATE = "gateway_version_requests_per_second"
@@ -88,10 +87,10 @@ def version_lines(stats: WindowStats, p: VersionPrefixes, out: tuple[list[str], 
     errors.append(f"{p.errors[0]}{number(stats.error_rate())}\n")
     for prefix, name in zip(p.errors[1:], FAILURE_CLASSES, strict=True):
         errors.append(f"{prefix}{number(stats.error_rate(name))}\n")
-    for prefix, value in zip(p.latency, stats.latency.quantiles(LATENCY_QS), strict=True):
+    for prefix, value in zip(p.latency, stats.latency_qs, strict=True):
         if value is not None:
             latency.append(f"{prefix}{number(value / 1000)}\n")
-    for prefix, value in zip(p.ttft, stats.ttft.quantiles(TTFT_QS), strict=True):
+    for prefix, value in zip(p.ttft, stats.ttft_qs[: len(p.ttft)], strict=True):
         if value is not None:
             ttft.append(f"{prefix}{number(value / 1000)}\n")
     tokens.append(

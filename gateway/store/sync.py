@@ -5,7 +5,7 @@ request's attempts to a bounded buffer (or counts them as dropped when the buffe
 background, every `flush_interval_s` the buffer is aggregated into per-bucket counters, added to
 the local `MemoryStore` and, with Redis, sent as one pipelined batch; every `refresh_interval_s`
 a new `Snapshot` is read (from Redis, or from the local store when Redis is unavailable or not
-configured) and swapped in whole.
+configured), every series' window numbers are summarized in it, and it is swapped in whole.
 
 Redis failures never reach a request. A `Breaker` stops calls after repeated failures and probes
 again with jittered backoff. Writes are at most once: a batch whose write failed or timed out is
@@ -179,9 +179,11 @@ class StoreSync:
             ordered = tuple(sorted(found, key=lambda b: b.start))
             by_model.setdefault(model, {})[version] = ordered
         s = self.settings
-        return Snapshot(
+        snapshot = Snapshot(
             self.clock.now(), self.clock.monotonic(), self.source, s.bucket_s, s.window_s, by_model
         )
+        snapshot.summarize_all()  # here, once per refresh, not in every reader (e.g. a scrape)
+        return snapshot
 
     def _drain(self) -> Batch:
         items, self._buffer = self._buffer, deque()

@@ -5,11 +5,16 @@ await anything. `BucketStats` is one parsed bucket; `WindowStats` merges a versi
 the stats window into the numbers operators see (rates, error rate by class, percentiles, token
 throughput). The error rate is version failures over judged attempts (successes plus version
 failures); client errors, cancellations and 429s are reported apart and judge nothing.
+
+A snapshot's window is fixed when it is built (as of its own `now`, not the reader's clock), so
+each version's `WindowStats` (merged counts, merged histograms, the `WINDOW_QS` percentiles) is
+computed once per snapshot and shared by every reader: `StoreSync` calls `Snapshot.summarize_all`
+before publishing, and `window()` memoises anything else. Shared results must not be mutated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +44,8 @@ from gateway.store.histogram import Histogram
 FAILURE_CLASSES = (UPSTREAM_ERROR, TIMEOUT, CONNECT_ERROR, STREAM_CUT)
 CLIENT_CLASSES = (CLIENT_ERROR, CLIENT_CANCEL, RATE_LIMITED)
 MIN_SPAN_S = 1.0
+_OUTCOME, _LATENCY, _TTFT, _SLOW = (p.removesuffix(":") for p in (OUTCOME, LATENCY, TTFT, SLOW))
+WINDOW_QS = (0.50, 0.95, 0.99)  # the percentiles `WindowStats` carries precomputed (ascending)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,20 +61,28 @@ class BucketStats:
 
     @classmethod
     def parse(cls, start: int, fields: Fields) -> BucketStats:
+        """One bucket from its fields (one pass, one `partition` per field: runs for every
+        bucket of every series on each refresh)."""
         outcomes: dict[str, int] = {}
-        latency, ttft = Histogram(), Histogram()
         slow: dict[int, int] = {}
+        latency, ttft = Histogram(), Histogram()
+        lat, lat_get = latency.counts, latency.counts.get
+        tt, tt_get = ttft.counts, ttft.counts.get
         for name, count in fields.items():
-            arg = name.partition(":")[2]
+            kind, _, arg = name.partition(":")
             if not arg:
                 continue
-            if name.startswith(OUTCOME):
+            if kind == _LATENCY:
+                if arg.isdigit():
+                    index = int(arg)
+                    lat[index] = lat_get(index, 0.0) + count
+            elif kind == _TTFT:
+                if arg.isdigit():
+                    index = int(arg)
+                    tt[index] = tt_get(index, 0.0) + count
+            elif kind == _OUTCOME:
                 outcomes[arg] = count
-            elif name.startswith(LATENCY) and arg.isdigit():
-                latency.add(int(arg), count)
-            elif name.startswith(TTFT) and arg.isdigit():
-                ttft.add(int(arg), count)
-            elif name.startswith(SLOW) and arg.isdigit():
+            elif kind == _SLOW and arg.isdigit():
                 slow[int(arg)] = count
         return cls(
             start,
@@ -101,6 +116,8 @@ class WindowStats:
     prompt_tokens: int
     completion_tokens: int
     slow: Mapping[int, int]
+    latency_qs: tuple[float | None, ...]  # latency percentiles in ms at WINDOW_QS
+    ttft_qs: tuple[float | None, ...]  # TTFT percentiles in ms at WINDOW_QS
 
     @property
     def samples(self) -> int:
@@ -123,6 +140,7 @@ class WindowStats:
     def describe(self) -> dict[str, Any]:
         """The admin API's per-version object (weight added by the caller)."""
         successes = self.outcomes.get(SUCCESS, 0)
+        p50, p95, p99 = self.latency_qs
         return {
             "samples": self.samples,
             "requests": self.requests,
@@ -130,11 +148,11 @@ class WindowStats:
             "error_rate": self.error_rate(),
             "errors": {name: self.error_rate(name) for name in FAILURE_CLASSES},
             "client_outcomes": {name: self.outcomes.get(name, 0) for name in CLIENT_CLASSES},
-            "latency_p50_ms": self.latency.quantile(0.50),
-            "latency_p95_ms": self.latency.quantile(0.95),
-            "latency_p99_ms": self.latency.quantile(0.99),
-            "ttft_p50_ms": self.ttft.quantile(0.50),
-            "ttft_p95_ms": self.ttft.quantile(0.95),
+            "latency_p50_ms": p50,
+            "latency_p95_ms": p95,
+            "latency_p99_ms": p99,
+            "ttft_p50_ms": self.ttft_qs[0],
+            "ttft_p95_ms": self.ttft_qs[1],
             "tokens_per_s": self.rate(self.prompt_tokens + self.completion_tokens),
             "prompt_tokens_per_s": self.rate(self.prompt_tokens),
             "completion_tokens_per_s": self.rate(self.completion_tokens),
@@ -146,23 +164,31 @@ class WindowStats:
         }
 
 
-def summarize(buckets: Iterable[BucketStats], span_s: float) -> WindowStats:
+def summarize(buckets: Sequence[BucketStats], span_s: float) -> WindowStats:
     outcomes: dict[str, int] = {}
     slow: dict[int, int] = {}
-    latency, ttft = Histogram(), Histogram()
     requests = prompt = completion = 0
     for bucket in buckets:
         requests += bucket.requests
         prompt += bucket.prompt_tokens
         completion += bucket.completion_tokens
-        latency.merge(bucket.latency)
-        ttft.merge(bucket.ttft)
         for name, count in bucket.outcomes.items():
             outcomes[name] = outcomes.get(name, 0) + count
         for ms, count in bucket.slow.items():
             slow[ms] = slow.get(ms, 0) + count
+    latency = Histogram.merged([b.latency for b in buckets])
+    ttft = Histogram.merged([b.ttft for b in buckets])
     return WindowStats(
-        max(span_s, MIN_SPAN_S), requests, outcomes, latency, ttft, prompt, completion, slow
+        max(span_s, MIN_SPAN_S),
+        requests,
+        outcomes,
+        latency,
+        ttft,
+        prompt,
+        completion,
+        slow,
+        tuple(latency.quantiles(WINDOW_QS)),
+        tuple(ttft.quantiles(WINDOW_QS)),
     )
 
 
@@ -179,14 +205,34 @@ class Snapshot:
     bucket_s: int
     window_s: int
     series: Series = field(default_factory=dict)
+    _windows: dict[tuple[str, str], WindowStats] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def buckets(self, model: str, version: str) -> tuple[BucketStats, ...]:
         return self.series.get(model, {}).get(version, ())
 
     def window(self, model: str, version: str) -> WindowStats:
-        """The version's numbers over the window, rates over the part of it that has data."""
+        """The version's numbers over the window, rates over the part of it that has data
+        (computed on first use, then the same object for every reader of this snapshot)."""
+        found = self._windows.get((model, version))
+        if found is None:
+            found = summarize(self.buckets(model, version), self._span(model))
+            self._windows[(model, version)] = found
+        return found
+
+    def summarize_all(self) -> None:
+        """Compute every series' window now, so that no reader has to (`StoreSync` calls this
+        once per snapshot, before publishing it)."""
+        for model, versions in self.series.items():
+            span = self._span(model)
+            for version, buckets in versions.items():
+                if (model, version) not in self._windows:
+                    self._windows[(model, version)] = summarize(buckets, span)
+
+    def _span(self, model: str) -> float:
+        """Seconds of the window the model has data for (from its oldest bucket, any version)."""
         versions = self.series.get(model, {})
         starts = [b.start for buckets in versions.values() for b in buckets]
         first = min(starts, default=self.now)
-        span = self.now - max(first, self.now - self.window_s)
-        return summarize(versions.get(version, ()), span)
+        return self.now - max(first, self.now - self.window_s)
