@@ -31,6 +31,7 @@ from gateway.errors import (
     Unavailable,
 )
 from gateway.exchange import CLIENT_CANCEL, Exchange
+from gateway.ratelimit import Ticket
 from gateway.registry import Target
 from gateway.routing import RequestContext
 from gateway.runtime import Gateway, Runtime
@@ -93,15 +94,20 @@ class ProxyEndpoint:
         gw.inflight += 1
         gw.tasks.add(task)
         rt.metrics.inflight.inc()
+        ticket: Ticket | None = None
         try:
             if gw.inflight > rt.limits.max_inflight:
                 raise Unavailable(
                     "gateway overloaded: too many requests in flight", code="overloaded"
                 )
-            await self._serve(rt, scope, receive, link, headers, ex, task)
+            target, order, payload, ticket = await self._admit(rt, scope, receive, headers, ex)
+            link.stream = ex.stream
+            await self._forward(rt, scope, receive, link, ex, task, target, order, payload)
         except GatewayError as err:
             await _fail(link, err, ex, rt)
         finally:
+            if ticket is not None:
+                gw.limiter.settle(ticket, ex.prompt_tokens + ex.completion_tokens)
             gw.inflight -= 1
             gw.tasks.discard(task)
             rt.metrics.inflight.dec()
@@ -110,16 +116,16 @@ class ProxyEndpoint:
             gw.access.write(ex)
             self._record(ex)
 
-    async def _serve(
+    async def _admit(
         self,
         rt: Runtime,
         scope: Scope,
         receive: Receive,
-        link: ClientLink,
         headers: dict[bytes, bytes],
         ex: Exchange,
-        task: asyncio.Task[Any],
-    ) -> None:
+    ) -> tuple[Target, tuple[str, ...], dict[str, Any], Ticket | None]:
+        """Authenticate, read and parse, resolve, decide, take the rate-limit ticket: what
+        `_forward` then does (returned, not awaited from here, to keep the await chain short)."""
         client = rt.keys.authenticate(headers.get(b"authorization"))
         ex.client = client.id
         body = await _read_body(receive, headers.get(b"content-length"), rt.limits.max_body_bytes)
@@ -130,16 +136,12 @@ class ProxyEndpoint:
         target = rt.registry.resolve(requested, header_pin, client.may_use)
         client.check(target.model.name, pin is not None or "@" in requested)
         ex.model = target.model.name
-        ex.stream = link.stream = payload.get("stream") is True
+        ex.stream = payload.get("stream") is True
         order = self._decide(target, headers, payload, ex)
         ticket = await self._gw.limiter.reserve(client.id, client.rate_limit, payload, len(body))
         if self._shadow is not None:  # only admitted requests are copied
             self._shadow.maybe(rt, target.model.name, payload, scope["headers"], ex)
-        try:
-            await self._forward(rt, scope, receive, link, ex, task, target, order, payload)
-        finally:
-            if ticket is not None:
-                self._gw.limiter.settle(ticket, ex.prompt_tokens + ex.completion_tokens)
+        return target, order, payload, ticket
 
     async def _forward(
         self,

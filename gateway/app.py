@@ -18,7 +18,7 @@ import gc
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from random import Random
 
@@ -70,14 +70,14 @@ class GatewayApp:
         self.gateway.live.record(ex)
         self.gateway.control.observe(ex)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Hands over the chosen app's coroutine rather than awaiting it (one frame fewer on
+        every resume); servers must be told it is ASGI 3 (`uvicorn_options` does)."""
         if scope["type"] == "http" and scope["path"] in PROXY_ROUTES:
             if scope["method"] == "POST":
-                await self._proxy(scope, receive, send)
-            else:
-                await _method_not_allowed(send)
-        else:
-            await self.web(scope, receive, send)
+                return self._proxy(scope, receive, send)
+            return _method_not_allowed(send)
+        return self.web(scope, receive, send)
 
 
 async def _method_not_allowed(send: Send) -> None:

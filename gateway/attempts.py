@@ -79,78 +79,46 @@ class PlanRunner:
         send: Send,
         limits: Limits,
     ) -> None:
-        budget = self.budgets.setdefault(model.name, RetryBudget())
-        budget.requests += 1
-        try:
-            await self._attempts(ex, model, order, pinned, budget, payload, headers, send, limits)
-        finally:
-            budget.requests -= 1
-
-    async def _attempts(
-        self,
-        ex: Exchange,
-        model: ModelEntry,
-        order: Sequence[str],
-        pinned: bool,
-        budget: RetryBudget,
-        payload: dict[str, Any],
-        headers: Sequence[tuple[bytes, bytes]],
-        send: Send,
-        limits: Limits,
-    ) -> None:
+        """Try the versions of `order` under the retry rules; one coroutine frame for all of it
+        (every await on the request path resumes through each frame above it)."""
+        budget = self.budgets.get(model.name) or self.budgets.setdefault(model.name, RetryBudget())
         retry = model.retry
         allowed = 1 if pinned else retry.attempts
         last: GatewayError | None = None
         tried = 0
-        for index, vid in enumerate(order):
-            if tried >= allowed:
-                break
-            retrying = tried > 0
-            if retrying and not budget.allows(retry):
-                self.metrics.retry_budget_exhausted(model.name)
-                break
-            version = model.versions[vid]
-            if not self._enter(version, pinned):
-                continue
-            more = tried + 1 < allowed and index + 1 < len(order)
-            if retrying:
-                budget.retries += 1
-                self.metrics.retried(model.name, _kind(last))
-            try:
-                hold = _hold(retry) if more else None
-                await self._one(ex, model, version, payload, headers, send, limits, hold)
-                return
-            except UpstreamError as err:
-                last, tried = err, tried + 1
-                if not more or retry_kind(err) not in retry.on:
-                    raise
-            finally:
-                self._leave(version)
-                if retrying:
-                    budget.retries -= 1
-        raise last or Unavailable(f"no version of {model.name!r} can take the request now")
-
-    async def _one(
-        self,
-        ex: Exchange,
-        model: ModelEntry,
-        version: VersionEntry,
-        payload: dict[str, Any],
-        headers: Sequence[tuple[bytes, bytes]],
-        send: Send,
-        limits: Limits,
-        hold: Hold | None,
-    ) -> None:
-        verdict: bool | None = None
+        budget.requests += 1
         try:
-            await self.forwarder.attempt(
-                ex, version, payload, headers, send, model.timeouts, limits, hold
-            )
+            for index, vid in enumerate(order):
+                if tried >= allowed:
+                    break
+                retrying = tried > 0
+                if retrying and not budget.allows(retry):
+                    self.metrics.retry_budget_exhausted(model.name)
+                    break
+                version = model.versions[vid]
+                if not self._enter(version, pinned):
+                    continue
+                more = tried + 1 < allowed and index + 1 < len(order)
+                if retrying:
+                    budget.retries += 1
+                    self.metrics.retried(model.name, _kind(last))
+                try:
+                    hold = _hold(retry) if more else None
+                    await self.forwarder.attempt(
+                        ex, version, payload, headers, send, model.timeouts, limits, hold
+                    )
+                    return
+                except UpstreamError as err:
+                    last, tried = err, tried + 1
+                    if not more or retry_kind(err) not in retry.on:
+                        raise
+                finally:
+                    self._leave(ex, model, version)
+                    if retrying:
+                        budget.retries -= 1
+            raise last or Unavailable(f"no version of {model.name!r} can take the request now")
         finally:
-            if ex.attempts and ex.attempts[-1].version == version.id:
-                verdict = _health_verdict(ex.attempts[-1])
-            self.health.record(model.name, version.id, verdict, model.ejection, model.versions)
-            self.metrics.attempted(model.name, ex.attempts[-1])
+            budget.requests -= 1
 
     def _enter(self, version: VersionEntry, pinned: bool) -> bool:
         key = (version.model, version.id)
@@ -162,9 +130,16 @@ class PlanRunner:
         self.inflight[key] = count + 1
         return True
 
-    def _leave(self, version: VersionEntry) -> None:
-        key = (version.model, version.id)
-        self.inflight[key] -= 1
+    def _leave(self, ex: Exchange, model: ModelEntry, version: VersionEntry) -> None:
+        """An attempt on `version` ended: its health verdict, its metrics, one fewer in flight."""
+        attempt = ex.attempts[-1] if ex.attempts else None
+        verdict = None
+        if attempt is not None and attempt.version == version.id:
+            verdict = _health_verdict(attempt)
+        self.health.record(model.name, version.id, verdict, model.ejection, model.versions)
+        if attempt is not None:
+            self.metrics.attempted(model.name, attempt)
+        self.inflight[(version.model, version.id)] -= 1
 
 
 def _hold(retry: Retry) -> Hold:

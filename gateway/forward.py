@@ -128,8 +128,12 @@ async def _relay(
     if status == 200 and content_type.startswith(b"text/event-stream"):
         await _relay_stream(ex, attempt, resp, head, send, deadline)
         return
-    body = await _read_all(resp, limits.max_response_bytes)  # the whole answer is its first byte
-    attempt.ttft = ex.upstream_wait = perf_counter() - attempt.started
+    limit = limits.max_response_bytes
+    if resp.content_length is not None and resp.content_length <= limit:
+        body = await resp.read()  # read up to the declared length (the common case: one await)
+    else:
+        body = await _read_all(resp, limit)
+    attempt.ttft = ex.upstream_wait = perf_counter() - attempt.started  # the whole answer
     if status >= 400 and version.api_key:
         body = redact(body, version.api_key)
     ex.status = status
@@ -167,12 +171,9 @@ async def _relay_stream(
 
 
 async def _read_all(resp: UpstreamResponse, limit: int) -> bytes:
-    """The whole body, refusing more than `limit` bytes: read at once when its length is
-    declared (the parser stops there), else counted chunk by chunk."""
+    """A body of undeclared length (or declared too large), refused past `limit` bytes."""
     if resp.content_length is not None:
-        if resp.content_length > limit:
-            raise UpstreamError(f"upstream answer larger than {limit} bytes")
-        return await resp.read()
+        raise UpstreamError(f"upstream answer larger than {limit} bytes")
     parts: list[bytes] = []
     size = 0
     async for chunk in resp.chunks():

@@ -60,6 +60,7 @@ def uvicorn_options(cfg: GatewayConfig) -> dict[str, Any]:
     return {
         "loop": "uvloop",
         "http": GuardedHttpToolsProtocol,
+        "interface": "asgi3",  # GatewayApp.__call__ returns a coroutine instead of being one
         "proxy_headers": bool(proxies),
         "forwarded_allow_ips": proxies or None,
         "lifespan": "on",
