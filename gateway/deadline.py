@@ -1,11 +1,13 @@
-"""One upstream attempt's deadlines on a single loop timer: first byte, idle between chunks, total.
+"""Upstream attempts' deadlines (first byte, idle between chunks, total) on shared loop timers.
 
-`asyncio.timeout` costs a timer handle for every (re)schedule, and an attempt's idle deadline moves
-with every chunk. `Deadline` instead keeps one timer armed no later than the earliest moment the
-deadline could pass; when it fires it re-arms from the last progress mark if the deadline has
-moved (a lazy timer), so marking progress is one float store. When the deadline truly passes the
-task is cancelled, and the `with deadline:` block it was in raises `TimeoutError` instead, exactly
-as `asyncio.timeout` converts its own cancellation (any other cancellation passes through).
+`asyncio.timeout` costs a loop timer per attempt and another per reschedule, and an attempt's
+idle deadline moves with every chunk. Here deadlines share timers: a `DeadlineWheel` (one per
+process) keeps one loop timer per `RESOLUTION_S` slot that has deadlines in it, so starting and
+stopping an attempt's deadline is a set insert and removal. A slot's timer checks its deadlines
+lazily: one whose deadline moved on (progress since) goes to its new slot; one that truly
+passed cancels its task, and the `with deadline:` block the task was in raises `TimeoutError`
+instead, exactly as `asyncio.timeout` converts its own cancellation (any other cancellation
+passes through). Deadlines therefore fire up to `RESOLUTION_S` late, never early.
 
 Phases: until `idle()` is called the deadline is `ttft_s` from the start (time to first byte);
 after it, `idle_s` past the last `progress()`. Both are capped by `total_s` from the start.
@@ -14,9 +16,54 @@ after it, `idle_s` past the last `progress()`. Both are capped by `total_s` from
 from __future__ import annotations
 
 import asyncio
+import math
 from types import TracebackType
 
-SLACK_S = 0.001  # a timer may fire this much early (loop clock resolution) and still count
+RESOLUTION_S = 0.05
+
+
+class DeadlineWheel:
+    """Slots of deadlines, each slot with one loop timer; bound to the loop it first runs in."""
+
+    def __init__(self) -> None:
+        self._slots: dict[int, set[Deadline]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, ttft_s: float, idle_s: float, total_s: float) -> Deadline:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._slots = loop, {}
+        deadline = Deadline(self, loop, ttft_s, idle_s, total_s)
+        self._add(deadline, deadline.first_check)
+        return deadline
+
+    def discard(self, deadline: Deadline) -> None:
+        members = self._slots.get(deadline.slot)
+        if members is not None:
+            members.discard(deadline)
+
+    def _add(self, deadline: Deadline, due: float) -> None:
+        slot = math.ceil(due / RESOLUTION_S)
+        deadline.slot = slot
+        members = self._slots.get(slot)
+        if members is None:
+            members = self._slots[slot] = set()
+            assert self._loop is not None
+            self._loop.call_at(slot * RESOLUTION_S, self._fire, slot)
+        members.add(deadline)
+
+    def _fire(self, slot: int) -> None:
+        members = self._slots.pop(slot, None)
+        if not members:
+            return
+        assert self._loop is not None
+        now = self._loop.time()
+        for deadline in members:
+            due = deadline.due()
+            if due > now:
+                self._add(deadline, due)  # progress moved it on
+            else:
+                deadline.expire()
 
 
 class Deadline:
@@ -24,32 +71,39 @@ class Deadline:
         "_cancelling",
         "_end_at",
         "_first_at",
-        "_handle",
         "_idle_s",
         "_loop",
         "_mark",
         "_raised",
         "_task",
         "_ttft_s",
+        "_wheel",
         "expired",
+        "first_check",
         "idling",
+        "slot",
     )
 
-    def __init__(self, ttft_s: float, idle_s: float, total_s: float) -> None:
-        """Armed at once. The first timer is set no later than `idle_s` ahead, so switching to
-        the idle phase never has to move it (a slow first byte costs one extra wake-up)."""
-        self._loop = asyncio.get_running_loop()
+    def __init__(
+        self,
+        wheel: DeadlineWheel,
+        loop: asyncio.AbstractEventLoop,
+        ttft_s: float,
+        idle_s: float,
+        total_s: float,
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None, "a deadline belongs to a task"
-        self._task = task
+        self._wheel, self._loop, self._task = wheel, loop, task
         self._cancelling = task.cancelling()
-        now = self._loop.time()
+        now = loop.time()
         self._ttft_s, self._idle_s = ttft_s, idle_s
         self._first_at, self._end_at = now + ttft_s, now + total_s
         self._mark = now
         self._raised = self.expired = self.idling = False
-        first = now + min(ttft_s, idle_s, total_s)
-        self._handle: asyncio.TimerHandle | None = self._loop.call_at(first, self._fire)
+        # no later than `idle_s` ahead, so switching to the idle phase never has to move it
+        self.first_check = now + min(ttft_s, idle_s, total_s)
+        self.slot = 0
 
     def idle(self) -> None:
         """The first byte arrived: from now on the deadline is `idle_s` after the last progress."""
@@ -60,13 +114,20 @@ class Deadline:
         self._mark = self._loop.time()
 
     def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        self._wheel.discard(self)
+
+    def due(self) -> float:
+        if self.idling:
+            return min(self._mark + self._idle_s, self._end_at)
+        return min(self._first_at, self._end_at)
+
+    def expire(self) -> None:
+        self.expired = True
+        self._task.cancel()
 
     def reason(self) -> str:
         """Why it expired, for the error message."""
-        if self._due() == self._end_at:
+        if self.due() == self._end_at:
             return "upstream attempt reached its total timeout"
         if self.idling:
             return f"upstream answer stalled for {self._idle_s:g}s"
@@ -85,17 +146,3 @@ class Deadline:
             self._raised = True
             if self._task.uncancel() <= self._cancelling:
                 raise TimeoutError from None
-
-    def _due(self) -> float:
-        if self.idling:
-            return min(self._mark + self._idle_s, self._end_at)
-        return min(self._first_at, self._end_at)
-
-    def _fire(self) -> None:
-        self._handle = None
-        due = self._due()
-        if due - self._loop.time() > SLACK_S:
-            self._handle = self._loop.call_at(due, self._fire)
-            return
-        self.expired = True
-        self._task.cancel()

@@ -51,8 +51,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._in_head = True
         self._head_started = self.loop.time()
-        self._header_count = 0
-        self._host_seen = False
         self._refusal: tuple[int, str] | None = None
         self._on_disconnect: set[Callable[[], None]] = set()
         if not getattr(self.server_state, "gateway_sweeping", False):
@@ -81,23 +79,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope[DISCONNECT] = self._on_disconnect  # type: ignore[literal-required]
-        self._in_head, self._head_bytes, self._header_count, self._host_seen = True, 0, 0, False
+        self._in_head, self._head_bytes = True, 0
         self._head_started = self.loop.time()
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.max_headers:
+    def on_headers_complete(self) -> None:
+        """Header count and Host checked once the head is parsed (it is already capped at
+        `max_header_bytes` as it arrives, so nothing unbounded was buffered meanwhile)."""
+        self._in_head = False
+        headers = self.headers  # names lower-cased by uvicorn's on_header
+        if len(headers) > self.max_headers:
             self._refusal = (431, f"more than {self.max_headers} header fields")
             raise _Refuse
-        if name.lower() == b"host":
-            if self._host_seen or BAD_HOST_CHARS.intersection(value):
-                self._refusal = (400, "invalid or repeated Host header")
-                raise _Refuse
-            self._host_seen = True
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
+        hosts = [value for name, value in headers if name == b"host"]
+        if len(hosts) > 1 or (hosts and BAD_HOST_CHARS.intersection(hosts[0])):
+            self._refusal = (400, "invalid or repeated Host header")
+            raise _Refuse
         super().on_headers_complete()
 
     def head_overdue(self, now: float) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from gateway.config.schema import Limits, Timeouts
-from gateway.deadline import Deadline
+from gateway.deadline import Deadline, DeadlineWheel
 from gateway.errors import UpstreamError, UpstreamReset, UpstreamStatus, UpstreamTimeout
 from gateway.exchange import (
     CLIENT_CANCEL,
@@ -44,6 +44,7 @@ class Forwarder:
 
     def __init__(self, transport: Transport | None) -> None:
         self.transport = transport  # opened by the app's lifespan, inside the event loop
+        self.deadlines = DeadlineWheel()
 
     async def close(self) -> None:
         if self.transport is not None:
@@ -71,7 +72,7 @@ class Forwarder:
         ex.attempts.append(attempt)
         payload["model"] = version.upstream_model
         headers = to_upstream(client_headers, version.api_key, ex.request_id)
-        deadline = Deadline(timeouts.ttft_s, timeouts.idle_s, timeouts.total_s)
+        deadline = self.deadlines.start(timeouts.ttft_s, timeouts.idle_s, timeouts.total_s)
         resp: UpstreamResponse | None = None
         finished = False
         try:

@@ -80,16 +80,16 @@ def access_fields(ex: Exchange) -> dict[str, Any]:
 
 
 class AccessLog:
-    """Access lines off the request path: a request appends one pre-serialised JSON line; a
-    background task writes the batch every `interval_s` (or sooner when it grows large).
-    Lines have the same shape as `JsonFormatter`'s; with `format: text` lines go through
-    `logging` instead."""
+    """Access lines off the request path: a request appends its finished `Exchange` and the
+    time; a background task formats and writes the batch every `interval_s` (or sooner when it
+    grows large), in one tight loop. Lines have the same shape as `JsonFormatter`'s; with
+    `format: text` lines go through `logging` instead."""
 
     def __init__(self, enabled: bool, json: bool, stream: IO[bytes] | None = None) -> None:
         self.enabled = enabled
         self._json = json
         self._stream = stream or sys.stderr.buffer
-        self._lines: list[bytes] = []
+        self._pending: list[tuple[float, Exchange]] = []  # finished: never changed again
         self._second, self._prefix = -1, ""
 
     def write(self, ex: Exchange) -> None:
@@ -98,32 +98,39 @@ class AccessLog:
         if not self._json:
             ACCESS.info("%s %s", ex.status, ex.path, extra={"fields": access_fields(ex)})
             return
-        line = {
-            "ts": self._stamp(),
-            "level": "info",
-            "logger": ACCESS.name,
-            "msg": f"{ex.status} {ex.path}",
-            **access_fields(ex),
-        }
-        self._lines.append(orjson.dumps(line) + b"\n")
-        if len(self._lines) >= MAX_BATCH:
+        self._pending.append((time.time(), ex))
+        if len(self._pending) >= MAX_BATCH:
             self.flush()
 
-    def _stamp(self) -> str:
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        dumps, option, name = orjson.dumps, orjson.OPT_APPEND_NEWLINE, ACCESS.name
+        data = b"".join(
+            dumps(
+                {
+                    "ts": self._stamp(when),
+                    "level": "info",
+                    "logger": name,
+                    "msg": f"{ex.status} {ex.path}",
+                    **access_fields(ex),
+                },
+                option=option,
+            )
+            for when, ex in pending
+        )
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.write(data)
+            self._stream.flush()
+
+    def _stamp(self, when: float) -> str:
         """UTC time with milliseconds, as `JsonFormatter` writes it; formatted once a second."""
-        now = time.time()
-        second = int(now)
+        second = int(when)
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
-
-    def flush(self) -> None:
-        if self._lines:
-            data, self._lines = b"".join(self._lines), []
-            with contextlib.suppress(OSError, ValueError):
-                self._stream.write(data)
-                self._stream.flush()
+        return f"{self._prefix}.{int((when - second) * 1000):03d}Z"
 
     async def run(self, interval_s: float = 0.2) -> None:
         try:

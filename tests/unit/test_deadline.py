@@ -1,5 +1,5 @@
-"""The attempt deadline: first-byte, idle and total phases on one lazy timer; only its own
-cancellation becomes TimeoutError; stop() disarms it."""
+"""Attempt deadlines on the shared wheel: first-byte, idle and total phases, checked lazily;
+only a deadline's own cancellation becomes TimeoutError; stop() takes it off the wheel."""
 
 from __future__ import annotations
 
@@ -7,23 +7,26 @@ import asyncio
 
 import pytest
 
-from gateway.deadline import Deadline
+from gateway.deadline import RESOLUTION_S, DeadlineWheel
 
-TICK = 0.02  # margins are several ticks wide, so loop jitter cannot flip an outcome
+TICK = RESOLUTION_S  # margins are several ticks wide, so lateness cannot flip an outcome
 
 
 async def test_no_first_byte_in_time_raises_timeout_with_its_reason() -> None:
-    deadline = Deadline(3 * TICK, TICK, 60)  # the idle-sized first timer re-arms, then expires
+    loop = asyncio.get_running_loop()
+    deadline = DeadlineWheel().start(3 * TICK, TICK, 60)  # checked at TICK, re-slotted, expires
+    started = loop.time()
     with pytest.raises(TimeoutError), deadline:
         await asyncio.sleep(20 * TICK)
     deadline.stop()
     assert deadline.expired
+    assert loop.time() - started >= 3 * TICK  # late by up to a slot, never early
     assert deadline.reason() == f"upstream gave no answer within {3 * TICK:g}s"
 
 
 async def test_progress_keeps_an_idle_deadline_alive_until_a_stall() -> None:
     loop = asyncio.get_running_loop()
-    deadline = Deadline(60, 5 * TICK, 60)
+    deadline = DeadlineWheel().start(60, 5 * TICK, 60)
     deadline.idle()
     started = loop.time()
     with pytest.raises(TimeoutError), deadline:
@@ -38,7 +41,7 @@ async def test_progress_keeps_an_idle_deadline_alive_until_a_stall() -> None:
 
 
 async def test_total_caps_every_phase() -> None:
-    deadline = Deadline(60, 60, 3 * TICK)
+    deadline = DeadlineWheel().start(60, 60, 3 * TICK)
     deadline.idle()
     with pytest.raises(TimeoutError), deadline:
         while True:
@@ -52,7 +55,7 @@ async def test_someone_elses_cancellation_passes_through() -> None:
     loop = asyncio.get_running_loop()
 
     async def attempt() -> None:
-        deadline = Deadline(60, 60, 60)
+        deadline = DeadlineWheel().start(60, 60, 60)
         try:
             with deadline:
                 await asyncio.sleep(60)
@@ -67,7 +70,7 @@ async def test_someone_elses_cancellation_passes_through() -> None:
 
 
 async def test_stop_disarms_the_timer() -> None:
-    deadline = Deadline(TICK, TICK, TICK)
+    deadline = DeadlineWheel().start(TICK, TICK, TICK)
     deadline.stop()
     await asyncio.sleep(5 * TICK)  # would have been cancelled here if still armed
     assert not deadline.expired

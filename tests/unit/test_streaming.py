@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway.deadline import Deadline
+from gateway.deadline import DeadlineWheel
 from gateway.exchange import STREAM_CUT, SUCCESS, TIMEOUT, Exchange
 from gateway.streaming import SseRelay, sse_error
 
@@ -33,7 +33,7 @@ async def relay(
 
     loop = asyncio.get_running_loop()
     ex = Exchange("rid", "/v1/chat/completions", loop.time())
-    deadline = Deadline(60, idle, 60)
+    deadline = DeadlineWheel().start(60, idle, 60)
     deadline.idle()
     try:
         await SseRelay(ex, send, loop.time, encoded).run(first, rest, deadline)
