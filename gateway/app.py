@@ -2,8 +2,9 @@
 
 The top-level app is a tiny dispatcher: POSTs to the three proxy paths go straight to the pure
 ASGI `ProxyEndpoint`; everything else (models, health, metrics) goes to a FastAPI app, which also
-publishes the OpenAPI schema. The lifespan owns the one pooled upstream client per process and
-the background loops (store flush/refresh, performance recompute, config watch), and moves
+publishes the OpenAPI schema (admin routes join it, or go to their own listener with
+`admin.listen`). The lifespan owns the one pooled upstream client per process, the background
+loops (store flush/refresh, performance recompute, config watch) and the admin listener, and moves
 everything built at start-up into the garbage collector's permanent generation (`gc.freeze`)
 and raises the young-generation threshold (`GC_THRESHOLDS`): together they took the collector
 from ~20 % of the request path's CPU to almost nothing. `from_env` is the import-string
@@ -27,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import openapi
 from gateway.admin import admin_router
+from gateway.admin_listener import AdminListener
 from gateway.api import ProxyEndpoint
 from gateway.config import GatewayConfig, load_config
 from gateway.control.service import build_control
@@ -45,7 +47,7 @@ from gateway.shadow import Shadow
 from gateway.store import SharedClock, build_sync
 from gateway.store.base import ANALYSIS_TAG, SHADOW_TAG
 from gateway.upstream import AiohttpTransport, Transport
-from gateway.web import build_web
+from gateway.web import build_admin_web, build_web
 
 PROXY_ROUTES = frozenset(f"/v1{p}" for p in PROXY_PATHS)
 CONFIG_ENV = "GATEWAY_CONFIG"
@@ -121,6 +123,7 @@ def create_app(
     gateway.control = build_control(gateway, sync, env)
     shadow = Shadow(gateway.forwarder, sync.record, Random(rng.random()))
     admin_token = env.get(cfg.admin.token_env, "") if cfg.admin.token_env else ""
+    admin = _admin_listener(cfg, admin_token, gateway, reloader)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -131,6 +134,8 @@ def create_app(
             *_start_reload(reloader),
             asyncio.get_running_loop().create_task(gateway.access.run()),
         ]
+        if admin is not None:
+            await admin.start()
         gc.collect()
         gc.freeze()  # start-up objects never die: keep them out of every later collection
         gc.set_threshold(*GC_THRESHOLDS)
@@ -139,6 +144,8 @@ def create_app(
             yield
         finally:
             gateway.ready = False
+            if admin is not None:
+                await admin.stop()
             for task in tasks:
                 task.cancel()
             await gateway.control.stop()
@@ -147,7 +154,7 @@ def create_app(
             await gateway.forwarder.close()
 
     web = build_web(gateway, lifespan)
-    if admin_token:
+    if admin_token and admin is None:
         web.include_router(admin_router(admin_token, gateway, reloader))
     openapi.install(web, lambda: sorted(gateway.runtime.registry.models))
     return GatewayApp(gateway, web, rng, shadow)
@@ -174,6 +181,17 @@ def _series(runtime: Runtime) -> list[tuple[str, str]]:
         if shadow is not None:
             out.append((name, shadow.version + SHADOW_TAG))
     return out
+
+
+def _admin_listener(
+    cfg: GatewayConfig, token: str, gateway: Gateway, reloader: Reloader | None
+) -> AdminListener | None:
+    """With `admin.listen` (and a token), the admin routes get an app and a listener of their own."""
+    if cfg.admin.listen is None or not token:
+        return None
+    web = build_admin_web()
+    web.include_router(admin_router(token, gateway, reloader))
+    return AdminListener(web, cfg.admin.listen)
 
 
 def _start_reload(reloader: Reloader | None) -> list[asyncio.Task[None]]:

@@ -1,5 +1,6 @@
 """The web routes beside the data plane: model listing, health, readiness, metrics, and the
-status page's public login form (when an admin token is configured).
+status page's public login form (when an admin token is configured) — or, with `admin.listen`,
+the separate admin listener's app, which then holds the login form and the admin routes.
 
 A FastAPI app (it also publishes the OpenAPI document). Errors keep OpenAI's shape everywhere,
 including the framework's own 404/405 (whose headers, such as `Allow`, are kept).
@@ -78,8 +79,24 @@ def build_web(gateway: Gateway, lifespan: Any) -> FastAPI:
     async def metrics() -> Response:
         return Response(gateway.runtime.metrics.scrape(), media_type="text/plain; version=0.0.4")
 
-    if gateway.runtime.config.admin.token_env:
+    admin = gateway.runtime.config.admin
+    if admin.token_env and admin.listen is None:
         _login_routes(web)
+    return web
+
+
+def build_admin_web() -> FastAPI:
+    """The app of the separate admin listener (`admin.listen`): the admin router is added by the
+    caller; the data plane, models and metrics are not served here."""
+    web = FastAPI(
+        title="LLM version gateway admin",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/admin/openapi.json",
+    )
+    _error_handlers(web)
+    _login_routes(web)
     return web
 
 

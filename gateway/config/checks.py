@@ -3,7 +3,8 @@
 Owns: names (models, versions, aliases) are well-formed and distinct, weights and aliases name
 known versions, weights are not all zero, and every `api_key_env` is set in the environment;
 for `strategy: performance`, that the interchangeable versions exist, the ceilings (`weights`, in
-percent) are feasible and the exploration floors fit under them.
+percent) are feasible and the exploration floors fit under them; an admin listener has the
+token it needs and a port of its own.
 They run on the raw YAML data, defensively, so that they report alongside type errors and
 `gateway validate` lists every problem in one pass. Each rule yields `(path, message)`.
 """
@@ -144,11 +145,17 @@ def _check_routing_refs(
 
 
 def check_typed(cfg: GatewayConfig) -> Iterator[Problem]:
-    """Rules that need the typed config: a canary must be able to reach a decision."""
+    """Rules that need the typed config: a canary must be able to reach a decision; a separate
+    admin listener needs the admin token and a port of its own."""
     # imported here: the rollout package builds on the config package, not the other way round
     from gateway.rollout.from_config import canary_settings
     from gateway.rollout.validate import validate_canary
 
+    admin = cfg.admin.listen
+    if admin is not None and not cfg.admin.token_env:
+        yield ("admin", "listen"), "a separate admin listener needs admin.token_env"
+    if admin is not None and admin.port == cfg.listen.port:
+        yield ("admin", "listen", "port"), f"must differ from listen.port ({cfg.listen.port})"
     for name, model in cfg.models.items():
         canary = model.routing.canary
         if canary is None:

@@ -76,8 +76,15 @@ class Store(Strict):
         return self
 
 
+class AdminListen(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+
+
 class Admin(Strict):
     token_env: str | None = None  # env var holding the admin bearer token; unset = no admin API
+    # serve /admin (API, status page, login) on this address only, never on `listen`
+    listen: AdminListen | None = None
 
     @field_validator("token_env")
     @classmethod

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.app import GatewayApp, create_app
 from gateway.config import parse_config
-from tests.unit.test_config import GOOD
+from tests.unit.test_config import GOOD, problems
 
 TOKEN = "adm-" + "x" * 28
 ENV = {"V2_KEY": "secret", "ADMIN_TOKEN": TOKEN}
@@ -65,3 +65,17 @@ async def test_admin_models_with_the_token() -> None:
     resp = await request(app(WITH_ADMIN, ENV), "GET", "/admin/models", f"Bearer {TOKEN}")
     assert resp.status_code == 200
     assert resp.json()["data"][0]["versions"][0]["weight"] == 0.9
+
+
+def test_admin_listener_config_needs_a_token_and_its_own_port() -> None:
+    found = problems(GOOD + "admin: {listen: {port: 8080}}\n")
+    assert any(p.startswith("admin.listen: a separate admin listener needs") for p in found)
+    assert any(p.startswith("admin.listen.port: must differ from listen.port (8080)") for p in found)
+
+
+async def test_with_admin_listen_the_client_app_has_no_admin_routes() -> None:
+    gw = app(WITH_ADMIN.replace("}\n", ", listen: {port: 9099}}\n"), ENV)
+    assert admin_operations(gw) == []
+    for path in ("/admin/models", "/admin/ui", "/login"):
+        resp = await request(gw, "GET", path, f"Bearer {TOKEN}")
+        assert resp.status_code == 404, path
