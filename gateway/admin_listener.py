@@ -4,7 +4,7 @@ and the status page's login form; the client port then has no admin routes at al
 
 Its socket is bound with SO_REUSEPORT, so each `--workers` process serves it too (the kernel
 spreads connections; admin changes reach every process and replica through the control plane).
-A port that cannot be bound fails start-up. Signals stay with the main server, whose shutdown
+A port that cannot be bound fails start-up. Signals stay with the main server, whose lifespan
 stops this one.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Iterator
 
 import uvicorn
 from fastapi import FastAPI
@@ -24,13 +23,10 @@ from gateway.edge import GuardedHttpToolsProtocol
 STOP_S = 5.0
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the main server owns SIGTERM/SIGINT and stops this one from its lifespan
-
-
 class AdminListener:
+    """Runs uvicorn's startup, main loop and shutdown itself (not `serve()`, which would take
+    over the process's signal handlers from the main server)."""
+
     def __init__(self, app: FastAPI, where: AdminListen) -> None:
         self._where = where
         config = uvicorn.Config(
@@ -42,23 +38,27 @@ class AdminListener:
             log_config=None,
             timeout_graceful_shutdown=int(STOP_S),
         )
-        self._server = _Server(config)
+        self._server = uvicorn.Server(config)
+        self._sockets: list[socket.socket] = []
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        sock = _bind(self._where.host, self._where.port)
-        self._task = asyncio.get_running_loop().create_task(self._server.serve([sock]))
-        while not self._server.started and not self._task.done():
-            await asyncio.sleep(0.01)
-        if self._task.done():
-            self._task.result()  # a failed start raises here
+        """Bind and listen; a port that cannot be bound raises here (start-up fails)."""
+        self._sockets = [_bind(self._where.host, self._where.port)]
+        config = self._server.config
+        if not config.loaded:
+            config.load()
+        self._server.lifespan = config.lifespan_class(config)
+        await self._server.startup(sockets=self._sockets)
+        self._task = asyncio.get_running_loop().create_task(self._server.main_loop())
 
     async def stop(self) -> None:
         if self._task is None:
             return
         self._server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(self._task, STOP_S + 1)
+            await asyncio.wait_for(self._task, STOP_S)
+        await self._server.shutdown(sockets=self._sockets)
         self._task = None
 
 

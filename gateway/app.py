@@ -186,7 +186,7 @@ def _series(runtime: Runtime) -> list[tuple[str, str]]:
 def _admin_listener(
     cfg: GatewayConfig, token: str, gateway: Gateway, reloader: Reloader | None
 ) -> AdminListener | None:
-    """With `admin.listen` (and a token), the admin routes get an app and a listener of their own."""
+    """With `admin.listen` (and a token) the admin routes get an app and a listener of their own."""
     if cfg.admin.listen is None or not token:
         return None
     web = build_admin_web()

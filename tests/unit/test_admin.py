@@ -74,7 +74,7 @@ def test_admin_listener_config_needs_a_token_and_its_own_port() -> None:
 
 
 async def test_with_admin_listen_the_client_app_has_no_admin_routes() -> None:
-    gw = app(WITH_ADMIN.replace("}\n", ", listen: {port: 9099}}\n"), ENV)
+    gw = app(GOOD + "admin: {token_env: ADMIN_TOKEN, listen: {port: 9099}}\n", ENV)
     assert admin_operations(gw) == []
     for path in ("/admin/models", "/admin/ui", "/login"):
         resp = await request(gw, "GET", path, f"Bearer {TOKEN}")
