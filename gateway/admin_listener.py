@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 
 import uvicorn
@@ -21,6 +22,7 @@ from gateway.config.schema import AdminListen
 from gateway.edge import GuardedHttpToolsProtocol
 
 STOP_S = 5.0
+log = logging.getLogger("gateway.admin")
 
 
 class AdminListener:
@@ -51,6 +53,8 @@ class AdminListener:
         self._server.lifespan = config.lifespan_class(config)
         await self._server.startup(sockets=self._sockets)
         self._task = asyncio.get_running_loop().create_task(self._server.main_loop())
+        where = self._where
+        log.info("admin API on http://%s:%d (not on the client port)", where.host, where.port)
 
     async def stop(self) -> None:
         if self._task is None:
