@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from random import Random
 from time import perf_counter
@@ -50,12 +50,13 @@ class ClientLink:
         self._send = send
         self.started = self.complete = self.gone = self.stream = False
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
+        """Note the progress, then hand over the server's own send (no coroutine of ours)."""
         if message["type"] == "http.response.start":
             self.started = True
         elif not message.get("more_body"):
             self.complete = True
-        await self._send(message)
+        return self._send(message)
 
     def lost(self, task: asyncio.Task[Any]) -> None:
         """The client disconnected: cancel `task` unless the answer was already complete."""
@@ -138,7 +139,10 @@ class ProxyEndpoint:
         ex.model = target.model.name
         ex.stream = payload.get("stream") is True
         order = self._decide(target, headers, payload, ex)
-        ticket = await self._gw.limiter.reserve(client.id, client.rate_limit, payload, len(body))
+        limit = client.rate_limit
+        ticket = None
+        if limit.requests_per_minute is not None or limit.tokens_per_minute is not None:
+            ticket = await self._gw.limiter.reserve(client.id, limit, payload, len(body))
         if self._shadow is not None:  # only admitted requests are copied
             self._shadow.maybe(rt, target.model.name, payload, scope["headers"], ex)
         return target, order, payload, ticket

@@ -48,6 +48,8 @@ def attempt_order(
     first: str, plan: tuple[str, ...], fallback: tuple[str, ...] | None
 ) -> tuple[str, ...]:
     """The chosen version, then the explicit fallback list (if any) or the plan's own order."""
+    if fallback is None and plan[0] == first:
+        return plan  # already in order (plans never repeat a version)
     rest = fallback if fallback is not None else plan[1:]
     return (first, *(v for v in rest if v != first))
 
