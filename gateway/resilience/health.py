@@ -103,8 +103,11 @@ class HealthTable:
 
         `known` lists all the model's versions, so ejection can tell whether others remain.
         """
-        mh = self.model(name, (vid, *known) if failed else (vid,))
-        vh = mh.versions[vid]
+        mh = self._models.get(name)
+        vh = mh.versions.get(vid) if mh is not None else None
+        if mh is None or vh is None or failed:  # first sight, or ejection needs every version
+            mh = self.model(name, (vid, *known) if failed else (vid,))
+            vh = mh.versions[vid]
         was_probe, vh.probing = vh.probing, False
         if failed is None:
             return
