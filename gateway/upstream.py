@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
 from typing import Protocol
 
 import aiohttp
@@ -43,6 +44,28 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
+class _BodyErrors:
+    """Maps a failure while reading an answer's body onto `UpstreamReset` (a class, not a
+    generator-based context manager: it is on every request's path)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            raise UpstreamReset(f"upstream body broken: {_reason(exc)}") from None
+        if isinstance(exc, aiohttp.ClientConnectionError | ConnectionError):
+            raise UpstreamReset(f"upstream connection lost: {_reason(exc)}") from None
+
+
+BODY_ERRORS = _BodyErrors()
+
+
 class AiohttpResponse:
     """An upstream answer; iterating `chunks()` yields body bytes as they arrive."""
 
@@ -56,21 +79,13 @@ class AiohttpResponse:
 
     async def read(self) -> bytes:
         """The whole body (only for answers with a declared length: it is read up to it)."""
-        try:
+        with BODY_ERRORS:
             return await self._resp.read()
-        except aiohttp.ClientPayloadError as exc:
-            raise UpstreamReset(f"upstream body broken: {_reason(exc)}") from None
-        except (aiohttp.ClientConnectionError, ConnectionError) as exc:
-            raise UpstreamReset(f"upstream connection lost: {_reason(exc)}") from None
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        try:
+        with BODY_ERRORS:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
-        except aiohttp.ClientPayloadError as exc:
-            raise UpstreamReset(f"upstream body broken: {_reason(exc)}") from None
-        except (aiohttp.ClientConnectionError, ConnectionError) as exc:
-            raise UpstreamReset(f"upstream connection lost: {_reason(exc)}") from None
 
     def close(self) -> None:
         """Drop the connection (the upstream sees it close): for aborted or unread answers."""
