@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from functools import partial
 from random import Random
 from time import perf_counter
 from typing import Any
@@ -44,10 +43,11 @@ REQUEST_ID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW
 class ClientLink:
     """The client side of one request: tracks what was sent and whether the client left."""
 
-    __slots__ = ("_send", "complete", "gone", "started", "stream")
+    __slots__ = ("_send", "_task", "complete", "gone", "started", "stream")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, task: asyncio.Task[Any]) -> None:
         self._send = send
+        self._task = task
         self.started = self.complete = self.gone = self.stream = False
 
     def send(self, message: Message) -> Awaitable[None]:
@@ -58,17 +58,17 @@ class ClientLink:
             self.complete = True
         return self._send(message)
 
-    def lost(self, task: asyncio.Task[Any]) -> None:
-        """The client disconnected: cancel `task` unless the answer was already complete."""
+    def lost(self) -> None:
+        """The client disconnected: cancel the request's task unless the answer was complete."""
         if not self.complete:
             self.gone = True
-            task.cancel()
+            self._task.cancel()
 
-    async def watch(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+    async def watch(self, receive: Receive) -> None:
         """For servers without the edge's disconnect hook: wait for the disconnect message."""
         message = await receive()
         if message["type"] == "http.disconnect":
-            self.lost(task)
+            self.lost()
 
 
 class ProxyEndpoint:
@@ -85,17 +85,20 @@ class ProxyEndpoint:
         self._shadow = shadow  # copies to `routing.shadow` (synchronous, O(1); runs apart)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Admit, then run the attempts while watching for the client leaving or the drain
+        deadline (one coroutine frame: every resume of the request passes through it)."""
         gw = self._gw
         rt = gw.runtime  # one config snapshot for the whole request
         headers = dict(scope["headers"])
         ex = Exchange(_request_id(headers.get(b"x-request-id")), scope["path"], perf_counter())
-        link = ClientLink(send)
         task = asyncio.current_task()
         assert task is not None
+        link = ClientLink(send, task)
         gw.inflight += 1
         gw.tasks.add(task)
-        rt.metrics.inflight.inc()
         ticket: Ticket | None = None
+        hooks: set[Callable[[], None]] | None = None
+        watcher: asyncio.Task[None] | None = None
         try:
             if gw.inflight > rt.limits.max_inflight:
                 raise Unavailable(
@@ -103,15 +106,31 @@ class ProxyEndpoint:
                 )
             target, order, payload, ticket = await self._admit(rt, scope, receive, headers, ex)
             link.stream = ex.stream
-            await self._forward(rt, scope, receive, link, ex, task, target, order, payload)
+            hooks = scope.get(DISCONNECT)
+            if hooks is not None:
+                hooks.add(link.lost)
+            else:
+                watcher = asyncio.get_running_loop().create_task(link.watch(receive))
+            pinned = target.pinned is not None
+            await gw.runner.run(
+                ex, target.model, order, pinned, payload, scope["headers"], link.send, rt.limits
+            )
+        except asyncio.CancelledError:
+            if not (link.gone or gw.shutting_down):
+                raise
+            task.uncancel()
+            await _cancelled(link, ex, rt)
         except GatewayError as err:
             await _fail(link, err, ex, rt)
         finally:
+            if hooks is not None:
+                hooks.discard(link.lost)
+            if watcher is not None:
+                watcher.cancel()
             if ticket is not None:
                 gw.limiter.settle(ticket, ex.prompt_tokens + ex.completion_tokens)
             gw.inflight -= 1
             gw.tasks.discard(task)
-            rt.metrics.inflight.dec()
             ex.duration = perf_counter() - ex.started
             rt.metrics.record(ex)
             gw.access.write(ex)
@@ -126,7 +145,7 @@ class ProxyEndpoint:
         ex: Exchange,
     ) -> tuple[Target, tuple[str, ...], dict[str, Any], Ticket | None]:
         """Authenticate, read and parse, resolve, decide, take the rate-limit ticket: what
-        `_forward` then does (returned, not awaited from here, to keep the await chain short)."""
+        the attempts then do (returned, not awaited from here, to keep the await chain short)."""
         client = rt.keys.authenticate(headers.get(b"authorization"))
         ex.client = client.id
         body = await _read_body(receive, headers.get(b"content-length"), rt.limits.max_body_bytes)
@@ -147,42 +166,6 @@ class ProxyEndpoint:
             self._shadow.maybe(rt, target.model.name, payload, scope["headers"], ex)
         return target, order, payload, ticket
 
-    async def _forward(
-        self,
-        rt: Runtime,
-        scope: Scope,
-        receive: Receive,
-        link: ClientLink,
-        ex: Exchange,
-        task: asyncio.Task[Any],
-        target: Target,
-        order: tuple[str, ...],
-        payload: dict[str, Any],
-    ) -> None:
-        """Run the attempts while watching for the client leaving or the drain deadline."""
-        hooks: set[Callable[[], None]] | None = scope.get(DISCONNECT)
-        watcher: asyncio.Task[None] | None = None
-        on_lost = partial(link.lost, task)
-        if hooks is not None:
-            hooks.add(on_lost)
-        else:
-            watcher = asyncio.get_running_loop().create_task(link.watch(receive, task))
-        pinned = target.pinned is not None
-        try:
-            await self._gw.runner.run(
-                ex, target.model, order, pinned, payload, scope["headers"], link.send, rt.limits
-            )
-        except asyncio.CancelledError:
-            if not (link.gone or self._gw.shutting_down):
-                raise
-            task.uncancel()
-            await self._cancelled(link, ex)
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-            if hooks is not None:
-                hooks.discard(on_lost)
-
     def _decide(
         self, target: Target, headers: dict[bytes, bytes], payload: dict[str, Any], ex: Exchange
     ) -> tuple[str, ...]:
@@ -201,22 +184,19 @@ class ProxyEndpoint:
             )
         return healthy
 
-    async def _cancelled(self, link: ClientLink, ex: Exchange) -> None:
-        if link.gone:
-            ex.outcome, ex.status = CLIENT_CANCEL, 499
-            return
-        ex.outcome = "shutdown"
-        if not link.started:
-            raise Unavailable("gateway shutting down", code="server_shutdown")
-        if not link.complete:
-            event = sse_error("gateway shutting down", "unavailable", "server_shutdown")
-            await link.send(
-                {
-                    "type": "http.response.body",
-                    "body": event if link.stream else b"",
-                    "more_body": False,
-                }
-            )
+
+async def _cancelled(link: ClientLink, ex: Exchange, rt: Runtime) -> None:
+    """The request was cancelled because the client left or the drain deadline passed."""
+    if link.gone:
+        ex.outcome, ex.status = CLIENT_CANCEL, 499
+        return
+    ex.outcome = "shutdown"
+    if not link.started:
+        await _fail(link, Unavailable("gateway shutting down", code="server_shutdown"), ex, rt)
+    elif not link.complete:
+        event = sse_error("gateway shutting down", "unavailable", "server_shutdown")
+        body = event if link.stream else b""
+        await link.send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:

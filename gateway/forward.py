@@ -122,12 +122,12 @@ async def _relay(
         retry_after = _retry_after(resp.raw_headers)
         if hold(status, retry_after):
             raise UpstreamStatus(status, retry_after)
-    head = to_client(resp.raw_headers)
+    head, content_type, encoding = to_client(resp.raw_headers)
     head.append((b"x-request-id", ex.request_id.encode()))
     head.extend(version.response_headers)
-    content_type = next((v for k, v in head if k == b"content-type"), b"")
     if status == 200 and content_type.startswith(b"text/event-stream"):
-        await _relay_stream(ex, attempt, resp, head, send, deadline)
+        encoded = encoding not in (b"", b"identity")
+        await _relay_stream(ex, attempt, resp, head, send, deadline, encoded)
         return
     limit = limits.max_response_bytes
     if resp.content_length is not None and resp.content_length <= limit:
@@ -139,13 +139,9 @@ async def _relay(
         body = redact(body, version.api_key)
     ex.status = status
     ex.outcome = _outcome(status)
-    if (
-        status == 200
-        and len(body) <= USAGE_PARSE_LIMIT
-        and not any(k == b"content-encoding" for k, _ in head)
-    ):
+    if status == 200 and not encoding and len(body) <= USAGE_PARSE_LIMIT:
         observe_usage_json(body, ex)
-    head.append((b"content-length", str(len(body)).encode()))
+    head.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": head})
     ex.ttft = perf_counter() - ex.started
     await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -158,6 +154,7 @@ async def _relay_stream(
     head: list[tuple[bytes, bytes]],
     send: Send,
     deadline: Deadline,
+    encoded: bool,
 ) -> None:
     chunks = resp.chunks()
     first = await anext(chunks, b"")
@@ -166,7 +163,6 @@ async def _relay_stream(
     if not first:
         raise UpstreamReset("upstream sent an empty stream")
     ex.status = 200
-    encoded = any(k == b"content-encoding" and v != b"identity" for k, v in head)
     await send({"type": "http.response.start", "status": 200, "headers": head})
     await SseRelay(ex, send, perf_counter, encoded).run(first, chunks, deadline)
 

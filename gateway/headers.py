@@ -59,13 +59,19 @@ def to_upstream(
     return out
 
 
-def to_client(upstream: RawHeaders) -> list[tuple[bytes, bytes]]:
-    """The upstream response headers a client may see (names lower-cased)."""
+def to_client(upstream: RawHeaders) -> tuple[list[tuple[bytes, bytes]], bytes, bytes]:
+    """The upstream response headers a client may see (names lower-cased), and the values of
+    `content-type` and `content-encoding` among them (b"" when absent)."""
     out = []
+    content_type = encoding = b""
     for name, value in upstream:
         lower = name.lower()
         if lower in PASS_TO_CLIENT:
             out.append((lower, value))
+            if lower == b"content-type":
+                content_type = value
+            elif lower == b"content-encoding":
+                encoding = value
         elif lower == b"x-request-id":
             out.append((b"x-upstream-request-id", value))
-    return out
+    return out, content_type, encoding

@@ -84,6 +84,7 @@ class Metrics:
             mv,
         )
         self.inflight = x.gauge("gateway_inflight", "Client requests in progress").labels()
+        self.count_inflight: Callable[[], int] = lambda: 0  # the gateway's count, read at scrape
         self.upstream = x.counter(
             "gateway_upstream_requests_total",
             "Upstream attempts by model, version and outcome class",
@@ -196,4 +197,5 @@ class Metrics:
 
     def scrape(self) -> bytes:
         """One scrape in the Prometheus text format 0.0.4."""
+        self.inflight.set(self.count_inflight())
         return generate_latest(self.process) + self.exposition.render().encode()

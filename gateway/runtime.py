@@ -77,7 +77,8 @@ class Gateway:
         self.limiter: Limiter = LocalLimiter(time.monotonic)  # create_app may share it via Redis
         log = runtime.config.logging
         self.access = AccessLog(log.access, log.format == "json")
-        self.inflight = 0
+        self.inflight = 0  # client requests in progress (`gateway_inflight` reads it at scrape)
+        runtime.metrics.count_inflight = lambda: self.inflight
         self.tasks: set[asyncio.Task[Any]] = set()
         self.live: Live  # set by create_app: live metrics, store sync, performance recompute
         self.control: Control  # set by create_app: shared overrides and the canary controller

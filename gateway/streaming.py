@@ -19,6 +19,7 @@ from gateway.exchange import STREAM_CUT, TIMEOUT, Exchange
 
 Send = Any  # the ASGI send callable
 MAX_EVENT_BYTES = 1 << 20
+USAGE_MEMBER = b'"usage":'
 
 
 def sse_error(message: str, type_: str, code: str) -> bytes:
@@ -99,16 +100,36 @@ class SseRelay:
         await self._send({"type": "http.response.body", "body": event, "more_body": False})
 
 
+def _last_member_usage(body: bytes) -> Any:
+    """The value of `usage` when it is the last member of the top-level object (where
+    OpenAI-compatible servers put it), parsed alone; None if that is not the case.
+
+    `"usage":` can only be a member name (a quote inside a JSON string is escaped), and a member
+    nested deeper is followed by its own container's closing bracket before the top level's
+    `}`, so the slice between the last `"usage":` and the final `}` parses only for a top-level
+    last member. Anything else (None) falls back to parsing the whole object."""
+    start = body.rfind(USAGE_MEMBER)
+    end = body.rfind(b"}")
+    if start < 0 or not body.startswith(b"{") or body[end + 1 :].strip():
+        return None
+    try:
+        return orjson.loads(body[start + len(USAGE_MEMBER) : end])
+    except orjson.JSONDecodeError:
+        return None
+
+
 def _observe_usage(events: bytes, ex: Exchange) -> None:
     for line in events.split(b"\n"):
         if line.startswith(b"data:") and b'"usage"' in line:
-            observe_usage_json(line[5:], ex)
+            observe_usage_json(line[5:].strip(), ex)
 
 
 def observe_usage_json(body: bytes, ex: Exchange) -> None:
     """Copy `usage` token counts from one JSON object into `ex`; ignore anything malformed."""
     try:
-        usage = orjson.loads(body).get("usage")
+        usage = _last_member_usage(body)
+        if usage is None:
+            usage = orjson.loads(body).get("usage")
         ex.prompt_tokens = int(usage.get("prompt_tokens") or 0)
         ex.completion_tokens = int(usage.get("completion_tokens") or 0)
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):

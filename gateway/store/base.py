@@ -18,12 +18,12 @@ several processes can add to one bucket); reads return whole buckets.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.exchange import SUCCESS, Attempt
-from gateway.store.histogram import bucket_of
+from gateway.exchange import OUTCOMES, SUCCESS, Attempt
+from gateway.store.histogram import MAX_INDEX, bucket_of
 
 BucketKey = tuple[str, str, int]  # (model, version, bucket start in shared-clock seconds)
 Fields = dict[str, int]
@@ -38,6 +38,9 @@ TTFT = "t:"
 SLOW = "s:"
 ANALYSIS_TAG = "#canary"  # series suffix of canary-analysis attempts (also in the plain series)
 SHADOW_TAG = "#shadow"  # series suffix of shadow copies (only there: never the version's own)
+OUTCOME_FIELDS = {outcome: OUTCOME + outcome for outcome in OUTCOMES}
+LATENCY_FIELDS = tuple(f"{LATENCY}{i}" for i in range(MAX_INDEX + 1))
+TTFT_FIELDS = tuple(f"{TTFT}{i}" for i in range(MAX_INDEX + 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,28 +80,30 @@ def window_starts(now: float, bucket_s: int, window_s: int) -> list[int]:
     return list(range(first, last + 1, bucket_s))
 
 
-def attempt_fields(attempt: Attempt, slow_ms: Sequence[int]) -> Iterable[str]:
-    """The counters one attempt increments by one (tokens are added separately)."""
-    yield REQUESTS
-    yield OUTCOME + attempt.outcome
-    if attempt.outcome != SUCCESS:
-        return
-    duration_ms = attempt.duration * 1000.0
-    yield f"{LATENCY}{bucket_of(duration_ms)}"
-    if attempt.ttft is not None:
-        yield f"{TTFT}{bucket_of(attempt.ttft * 1000.0)}"
-    for threshold in slow_ms:
-        if duration_ms > threshold:
-            yield f"{SLOW}{threshold}"
-
-
 def add_attempt(fields: Fields, attempt: Attempt, slow_ms: Sequence[int]) -> None:
-    for name in attempt_fields(attempt, slow_ms):
-        fields[name] = fields.get(name, 0) + 1
+    """Add one attempt to a bucket's counters: its count, its outcome, and for a success its
+    latency and time-to-first-byte buckets and the slow thresholds it passed; then its tokens.
+    (Field names come from tables: this runs for every attempt.)"""
+    get = fields.get
+    fields[REQUESTS] = get(REQUESTS, 0) + 1
+    outcome = attempt.outcome
+    name = OUTCOME_FIELDS.get(outcome) or OUTCOME + outcome
+    fields[name] = get(name, 0) + 1
+    if outcome == SUCCESS:
+        duration_ms = attempt.duration * 1000.0
+        name = LATENCY_FIELDS[bucket_of(duration_ms)]
+        fields[name] = get(name, 0) + 1
+        if attempt.ttft is not None:
+            name = TTFT_FIELDS[bucket_of(attempt.ttft * 1000.0)]
+            fields[name] = get(name, 0) + 1
+        for threshold in slow_ms:
+            if duration_ms > threshold:
+                name = f"{SLOW}{threshold}"
+                fields[name] = get(name, 0) + 1
     if attempt.prompt_tokens:
-        fields[PROMPT_TOKENS] = fields.get(PROMPT_TOKENS, 0) + attempt.prompt_tokens
+        fields[PROMPT_TOKENS] = get(PROMPT_TOKENS, 0) + attempt.prompt_tokens
     if attempt.completion_tokens:
-        fields[COMPLETION_TOKENS] = fields.get(COMPLETION_TOKENS, 0) + attempt.completion_tokens
+        fields[COMPLETION_TOKENS] = get(COMPLETION_TOKENS, 0) + attempt.completion_tokens
 
 
 def merge_batch(into: Batch, batch: Mapping[BucketKey, Mapping[str, int]]) -> None:

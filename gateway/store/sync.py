@@ -29,7 +29,9 @@ from gateway.store.base import (
     REQUESTS,
     SHADOW_TAG,
     Batch,
+    BucketKey,
     Fetched,
+    Fields,
     MetricsStore,
     add_attempt,
     attempts_in,
@@ -189,15 +191,15 @@ class StoreSync:
         items, self._buffer = self._buffer, deque()
         batch: Batch = {}
         bucket_s = self.settings.bucket_s
+        slow_ms = self._slow_ms
         for model, attempts, at, tag in items:
             start = bucket_start(at, bucket_s)
             for attempt in attempts:
                 if tag != SHADOW_TAG:  # shadow copies count only under their own series
-                    fields = batch.setdefault((model, attempt.version, start), {})
-                    add_attempt(fields, attempt, self._slow_ms)
+                    add_attempt(_bucket(batch, (model, attempt.version, start)), attempt, slow_ms)
                 if tag:
-                    tagged = batch.setdefault((model, attempt.version + tag, start), {})
-                    add_attempt(tagged, attempt, self._slow_ms)
+                    key = (model, attempt.version + tag, start)
+                    add_attempt(_bucket(batch, key), attempt, slow_ms)
         return batch
 
     def _expire_pending(self) -> None:
@@ -252,3 +254,11 @@ class StoreSync:
                 log.exception("store: background %s failed", getattr(step, "__name__", "step"))
             elapsed = self.clock.monotonic() - started
             await asyncio.sleep(max(interval - elapsed, 0.0))
+
+
+def _bucket(batch: Batch, key: BucketKey) -> Fields:
+    """The counters of `key` in `batch`, created empty the first time."""
+    fields = batch.get(key)
+    if fields is None:
+        fields = batch[key] = {}
+    return fields

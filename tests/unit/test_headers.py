@@ -56,9 +56,14 @@ def test_to_client_allow_list() -> None:
         (b"retry-after", b"3"),
         (b"server", b"vllm"),
     ]
-    assert to_client(upstream) == [
-        (b"content-type", b"text/event-stream"),
-        (b"x-upstream-request-id", b"up-1"),
-        (b"openai-processing-ms", b"12"),
-        (b"retry-after", b"3"),
-    ]
+    assert to_client(upstream) == (
+        [
+            (b"content-type", b"text/event-stream"),
+            (b"x-upstream-request-id", b"up-1"),
+            (b"openai-processing-ms", b"12"),
+            (b"retry-after", b"3"),
+        ],
+        b"text/event-stream",
+        b"",
+    )
+    assert to_client([(b"Content-Encoding", b"gzip")]) == ([(b"content-encoding", b"gzip")], b"", b"gzip")

@@ -7,9 +7,11 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from gateway.deadline import DeadlineWheel
 from gateway.exchange import STREAM_CUT, SUCCESS, TIMEOUT, Exchange
-from gateway.streaming import SseRelay, sse_error
+from gateway.streaming import SseRelay, observe_usage_json, sse_error
 
 EVENT = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
 DONE = b"data: [DONE]\n\n"
@@ -110,3 +112,26 @@ async def test_crlf_framed_events_and_chunks_without_any_boundary() -> None:
     ex, sent = await relay(b"da", gen(b"ta: {}", crlf[4:], DONE))
     assert body(sent) == b"data: {}" + crlf[4:] + DONE
     assert ex.outcome == SUCCESS
+
+
+@pytest.mark.parametrize(
+    ("body", "tokens"),
+    [
+        (b'{"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}', (3, 4)),
+        (b'{"usage":{"prompt_tokens":3,"completion_tokens":4},"id":"x"}\n', (3, 4)),
+        (b'{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4}}\n', (3, 4)),
+        (b' {"usage":{"prompt_tokens":3,"completion_tokens":4}}', (3, 4)),
+        # a nested "usage" last: never taken for the top-level one
+        (b'{"usage":{"prompt_tokens":3},"x":{"usage":{"prompt_tokens":9}}}', (3, 0)),
+        (b'{"x":[{"usage":{"prompt_tokens":9}}]}', (0, 0)),
+        (b'[{"usage":{"prompt_tokens":9}}]', (0, 0)),
+        # the name inside a string is escaped, so it is never mistaken for a member
+        (b'{"text":"say \\"usage\\":{\\"prompt_tokens\\":9}","usage":null}', (0, 0)),
+        (b'{"usage":{"prompt_tokens":3}} trailing', (0, 0)),
+        (b'{"usage": {"prompt_tokens": 3, "completion_tokens": 1}}', (3, 1)),
+    ],
+)
+def test_usage_is_read_from_the_top_level_object_only(body: bytes, tokens: tuple[int, int]) -> None:
+    ex = Exchange("r", "/v1/chat/completions", 0.0)
+    observe_usage_json(body, ex)
+    assert (ex.prompt_tokens, ex.completion_tokens) == tokens
