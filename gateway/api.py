@@ -11,9 +11,8 @@ stream with a `server_shutdown` error event.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
-from random import Random
+from random import Random, getrandbits
 from time import perf_counter
 from typing import Any
 
@@ -83,6 +82,7 @@ class ProxyEndpoint:
         self._rng = rng
         self._record = record  # the live store's recorder: synchronous, O(1)
         self._shadow = shadow  # copies to `routing.shadow` (synchronous, O(1); runs apart)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Admit, then run the attempts while watching for the client leaving or the drain
@@ -91,8 +91,7 @@ class ProxyEndpoint:
         rt = gw.runtime  # one config snapshot for the whole request
         headers = dict(scope["headers"])
         ex = Exchange(_request_id(headers.get(b"x-request-id")), scope["path"], perf_counter())
-        task = asyncio.current_task()
-        assert task is not None
+        task = self._current_task()
         link = ClientLink(send, task)
         gw.inflight += 1
         gw.tasks.add(task)
@@ -135,6 +134,16 @@ class ProxyEndpoint:
             rt.metrics.record(ex)
             gw.access.write(ex)
             self._record(ex)
+
+    def _current_task(self) -> asyncio.Task[Any]:
+        """The request's task. The loop is looked up only when it changes: on Python 3.11
+        `asyncio.get_running_loop` makes a `getpid` system call every time."""
+        task = asyncio.current_task(self._loop) if self._loop is not None else None
+        if task is None:
+            self._loop = asyncio.get_running_loop()
+            task = asyncio.current_task(self._loop)
+            assert task is not None, "requests run in tasks"
+        return task
 
     async def _admit(
         self,
@@ -235,10 +244,11 @@ def _parse(body: bytes) -> dict[str, Any]:
 
 
 def _request_id(given: bytes | None) -> str:
-    """The client's x-request-id if it is short and plain, else a fresh random one."""
+    """The client's x-request-id if it is short and plain, else a fresh random one (96 bits
+    from `random`: ids need to be unique, not secret, and `os.urandom` is a system call)."""
     if given and len(given) <= 64 and REQUEST_ID_CHARS.issuperset(given):
         return given.decode()
-    return os.urandom(12).hex()
+    return getrandbits(96).to_bytes(12).hex()
 
 
 async def _fail(link: ClientLink, err: GatewayError, ex: Exchange, rt: Runtime) -> None:

@@ -22,7 +22,7 @@ from gateway.errors import (
     UpstreamStatus,
     UpstreamTimeout,
 )
-from gateway.exchange import SUCCESS, VERSION_FAILURES, Attempt, Exchange
+from gateway.exchange import SUCCESS, VERSION_FAILURES, Exchange
 from gateway.forward import Forwarder, Hold
 from gateway.registry import ModelEntry, VersionEntry
 from gateway.resilience.budget import RetryBudget
@@ -52,12 +52,6 @@ def attempt_order(
         return plan  # already in order (plans never repeat a version)
     rest = fallback if fallback is not None else plan[1:]
     return (first, *(v for v in rest if v != first))
-
-
-def _health_verdict(attempt: Attempt) -> bool | None:
-    if attempt.outcome in VERSION_FAILURES:
-        return True
-    return False if attempt.outcome == SUCCESS else None
 
 
 class PlanRunner:
@@ -137,7 +131,8 @@ class PlanRunner:
         attempt = ex.attempts[-1] if ex.attempts else None
         verdict = None
         if attempt is not None and attempt.version == version.id:
-            verdict = _health_verdict(attempt)
+            outcome = attempt.outcome  # failed (upstream's fault), succeeded, or neither
+            verdict = True if outcome in VERSION_FAILURES else False if outcome == SUCCESS else None
         self.health.record(model.name, version.id, verdict, model.ejection, model.versions)
         if attempt is not None:
             self.metrics.attempted(model.name, attempt)

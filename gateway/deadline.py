@@ -30,10 +30,16 @@ class DeadlineWheel:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, ttft_s: float, idle_s: float, total_s: float) -> Deadline:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._loop, self._slots = loop, {}
-        deadline = Deadline(self, loop, ttft_s, idle_s, total_s)
+        """A deadline for the current task. The loop is looked up only when the wheel (re)binds:
+        `asyncio.get_running_loop` costs a `getpid` system call per call on Python 3.11."""
+        loop = self._loop
+        task = asyncio.current_task(loop) if loop is not None else None
+        if loop is None or task is None:  # first use, or another loop is running now
+            loop = self._loop = asyncio.get_running_loop()
+            self._slots = {}
+            task = asyncio.current_task(loop)
+            assert task is not None, "a deadline belongs to a task"
+        deadline = Deadline(self, loop, task, ttft_s, idle_s, total_s)
         self._add(deadline, deadline.first_check)
         return deadline
 
@@ -88,12 +94,11 @@ class Deadline:
         self,
         wheel: DeadlineWheel,
         loop: asyncio.AbstractEventLoop,
+        task: asyncio.Task[object],
         ttft_s: float,
         idle_s: float,
         total_s: float,
     ) -> None:
-        task = asyncio.current_task()
-        assert task is not None, "a deadline belongs to a task"
         self._wheel, self._loop, self._task = wheel, loop, task
         self._cancelling = task.cancelling()
         now = loop.time()

@@ -105,6 +105,9 @@ class HealthTable:
         """
         mh = self._models.get(name)
         vh = mh.versions.get(vid) if mh is not None else None
+        healthy = vh is not None and not (vh.probing or vh.failures or vh.half_open)
+        if failed is False and healthy and mh is not None and not mh.panic:
+            return  # the common case, a healthy version succeeding again: nothing changes
         if mh is None or vh is None or failed:  # first sight, or ejection needs every version
             mh = self.model(name, (vid, *known) if failed else (vid,))
             vh = mh.versions[vid]
