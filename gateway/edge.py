@@ -94,7 +94,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if len(hosts) > 1 or (hosts and BAD_HOST_CHARS.intersection(hosts[0])):
             self._refusal = (400, "invalid or repeated Host header")
             raise _Refuse
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is not before:  # a request cycle was made (not an upgrade)
+            self.cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
     def head_overdue(self, now: float) -> bool:
         return self._in_head and now - self._head_started > self.header_timeout_s
@@ -107,6 +110,48 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             % (status, REASONS[status], len(body), body)
         )
         self.transport.close()
+
+
+class HeadWithBody:
+    """The transport as a request's cycle sees it: the response head (written on
+    `http.response.start`) waits for the first body write, and both leave in one system call
+    instead of two. A head still waiting at the end of the loop iteration (a stream whose first
+    chunk is not there yet) is flushed then; an interim `100 Continue` goes out at once."""
+
+    __slots__ = ("_head", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._head: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.writelines((head, data))
+        elif data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 100 "):
+            self._head = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            if not self._transport.is_closing():
+                self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def _limits_of(app: Any) -> Limits | None:
