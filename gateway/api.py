@@ -35,6 +35,7 @@ from gateway.routing import RequestContext
 from gateway.runtime import Gateway, Runtime
 from gateway.shadow import Shadow
 from gateway.streaming import sse_error
+from gateway.tasks import CurrentTask
 
 REQUEST_ID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
@@ -82,7 +83,7 @@ class ProxyEndpoint:
         self._rng = rng
         self._record = record  # the live store's recorder: synchronous, O(1)
         self._shadow = shadow  # copies to `routing.shadow` (synchronous, O(1); runs apart)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._current_task = CurrentTask()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Admit, then run the attempts while watching for the client leaving or the drain
@@ -134,16 +135,6 @@ class ProxyEndpoint:
             rt.metrics.record(ex)
             gw.access.write(ex)
             self._record(ex)
-
-    def _current_task(self) -> asyncio.Task[Any]:
-        """The request's task. The loop is looked up only when it changes: on Python 3.11
-        `asyncio.get_running_loop` makes a `getpid` system call every time."""
-        task = asyncio.current_task(self._loop) if self._loop is not None else None
-        if task is None:
-            self._loop = asyncio.get_running_loop()
-            task = asyncio.current_task(self._loop)
-            assert task is not None, "requests run in tasks"
-        return task
 
     async def _admit(
         self,

@@ -19,6 +19,8 @@ import asyncio
 import math
 from types import TracebackType
 
+from gateway.tasks import CurrentTask
+
 RESOLUTION_S = 0.05
 
 
@@ -28,17 +30,15 @@ class DeadlineWheel:
     def __init__(self) -> None:
         self._slots: dict[int, set[Deadline]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._current_task = CurrentTask()  # no `getpid` per attempt (see gateway.tasks)
 
     def start(self, ttft_s: float, idle_s: float, total_s: float) -> Deadline:
-        """A deadline for the current task. The loop is looked up only when the wheel (re)binds:
-        `asyncio.get_running_loop` costs a `getpid` system call per call on Python 3.11."""
-        loop = self._loop
-        task = asyncio.current_task(loop) if loop is not None else None
-        if loop is None or task is None:  # first use, or another loop is running now
-            loop = self._loop = asyncio.get_running_loop()
-            self._slots = {}
-            task = asyncio.current_task(loop)
-            assert task is not None, "a deadline belongs to a task"
+        """A deadline for the current task (the wheel rebinds when another loop runs now)."""
+        task = self._current_task()
+        loop = self._current_task.loop
+        assert loop is not None
+        if loop is not self._loop:
+            self._loop, self._slots = loop, {}
         deadline = Deadline(self, loop, task, ttft_s, idle_s, total_s)
         self._add(deadline, deadline.first_check)
         return deadline
