@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from gateway.config.schema import Store
@@ -65,7 +64,8 @@ class StoreSync:
         self.breaker = breaker
         self._series = series
         self._slow_ms = tuple(settings.slow_ms)
-        self._buffer: deque[tuple[str, Sequence[Attempt], float, str]] = deque()
+        self._batch: Batch = {}  # counted as requests end, until the next flush
+        self._buffered = 0  # requests in `_batch`
         self._pending: Batch = {}
         self.dropped = {"buffer_full": 0, "flush_failed": 0, "expired": 0}
         self.errors = {"flush": 0, "refresh": 0, "probe": 0}
@@ -83,14 +83,22 @@ class StoreSync:
         return "redis" if self.shared_up else "local"
 
     def record(self, model: str, attempts: Sequence[Attempt], tag: str = "") -> None:
-        """Queue one request's attempts (the request path's only call; never blocks).
+        """Count one request's attempts into the batch the next flush sends (the request path's
+        only call; never blocks; nothing of the request is kept).
 
         With a `tag` (e.g. `#canary`, `#shadow`) each attempt is also counted under the series
         `<version><tag>`, so analysis or shadow traffic has counters of its own."""
-        if len(self._buffer) >= self.settings.buffer_size:
+        if self._buffered >= self.settings.buffer_size:
             self.dropped["buffer_full"] += len(attempts)
             return
-        self._buffer.append((model, attempts, self.clock.now(), tag))
+        self._buffered += 1
+        start = bucket_start(self.clock.now(), self.settings.bucket_s)
+        batch, slow_ms = self._batch, self._slow_ms
+        for attempt in attempts:
+            if tag != SHADOW_TAG:  # shadow copies count only under their own series
+                add_attempt(_bucket(batch, (model, attempt.version, start)), attempt, slow_ms)
+            if tag:
+                add_attempt(_bucket(batch, (model, attempt.version + tag, start)), attempt, slow_ms)
 
     def snapshot_age(self) -> float:
         """Seconds since the view routing reads was last refreshed from the shared store."""
@@ -188,18 +196,7 @@ class StoreSync:
         return snapshot
 
     def _drain(self) -> Batch:
-        items, self._buffer = self._buffer, deque()
-        batch: Batch = {}
-        bucket_s = self.settings.bucket_s
-        slow_ms = self._slow_ms
-        for model, attempts, at, tag in items:
-            start = bucket_start(at, bucket_s)
-            for attempt in attempts:
-                if tag != SHADOW_TAG:  # shadow copies count only under their own series
-                    add_attempt(_bucket(batch, (model, attempt.version, start)), attempt, slow_ms)
-                if tag:
-                    key = (model, attempt.version + tag, start)
-                    add_attempt(_bucket(batch, key), attempt, slow_ms)
+        batch, self._batch, self._buffered = self._batch, {}, 0
         return batch
 
     def _expire_pending(self) -> None:

@@ -123,7 +123,7 @@ async def test_buffer_is_bounded_and_overflow_is_counted() -> None:
         sync.record("chat", ok() + ok("v2"))
     assert sync.dropped["buffer_full"] == 100  # 50 requests × 2 attempts
     await sync.flush()
-    assert len(sync._buffer) == 0
+    assert sync._buffered == 0 and not sync._batch
 
 
 async def test_failed_writes_are_dropped_and_the_breaker_stops_calls(
