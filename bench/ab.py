@@ -60,8 +60,8 @@ def main() -> int:
     try:
         mock = start_mock(procs, 0)
         targets = {"floor": Target("floor", start_floor(procs, mock, "ab"), mock, UPSTREAM_MODEL)}
-        for index, tree in enumerate(args.trees):
-            server = start_tree(procs, tree.resolve(), mock, index)
+        for index, tree in enumerate(tree.resolve() for tree in args.trees):
+            server = start_tree(procs, tree, mock, index)
             targets[f"{index}:{tree.name}"] = Target("gateway", server, mock, PUBLIC_MODEL)
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
         names = list(targets)
