@@ -1,6 +1,6 @@
 """A process's live state: recording attempts, the background loops, and the stats view.
 
-Owns the `StoreSync` (buffer, flush, refresh), the recompute loop of performance routes (every
+Owns the `StoreSync` (batch, flush, refresh), the recompute loop of performance routes (every
 `recompute_s`, from the current snapshot, never per request) and the JSON of
 `GET /admin/models/{model}/stats`. Started and stopped by the app's lifespan; `record` is what
 the request path calls when a request ends.

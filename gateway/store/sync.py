@@ -1,9 +1,10 @@
-"""Keeping the live-metrics store off the request path: the buffer, the flush and refresh loops.
+"""Keeping the live-metrics store off the request path: the batch, the flush and refresh loops.
 
-`record()` is the only thing the request path calls: synchronous and O(1), it appends the
-request's attempts to a bounded buffer (or counts them as dropped when the buffer is full). In the
-background, every `flush_interval_s` the buffer is aggregated into per-bucket counters, added to
-the local `MemoryStore` and, with Redis, sent as one pipelined batch; every `refresh_interval_s`
+`record()` is the only thing the request path calls: synchronous, it adds the request's attempts
+to the current batch's per-bucket counters (a few dictionary increments; nothing of the request
+is kept), or counts them as dropped once the batch holds `buffer_size` requests. In the
+background, every `flush_interval_s` the batch is swapped out, added to the local `MemoryStore`
+and, with Redis, sent as one pipelined write; every `refresh_interval_s`
 a new `Snapshot` is read (from Redis, or from the local store when Redis is unavailable or not
 configured), every series' window numbers are summarized in it, and it is swapped in whole.
 
