@@ -18,18 +18,13 @@ import sys
 from pathlib import Path
 
 from lib import BENCH, PROXY_CORE, Procs, Server, free_port, run_wrk, wait_http, wait_quiet
-from run import PUBLIC_MODEL, UPSTREAM_MODEL, Target, one_run, start_floor, start_mock
+from run import PUBLIC_MODEL, UPSTREAM_MODEL, Target, gateway_yaml, one_run, start_floor, start_mock
 
 
 def start_tree(procs: Procs, tree: Path, upstream: Server, index: int) -> Server:
     port = free_port()
     config = procs.out_dir / f"ab-gateway-{index}.yaml"
-    config.write_text(
-        f"listen: {{host: 127.0.0.1, port: {port}}}\n"
-        f"models:\n  {PUBLIC_MODEL}:\n    versions:\n"
-        f'      v1: {{upstream: {{url: "{upstream.base}/v1", model: "{UPSTREAM_MODEL}"}}}}\n'
-        f"    routing: {{weights: {{v1: 100}}}}\n"
-    )
+    config.write_text(gateway_yaml(port, upstream))
     log = procs.out_dir / f"ab-gateway-{index}.log"
     argv = ["taskset", "-c", PROXY_CORE, sys.executable, "-m", "gateway", "serve", "--config"]
     with log.open("wb") as sink:
