@@ -27,6 +27,16 @@ SECRETS: set[str] = set()
 GATEWAY_LOGS: list[Path] = []
 
 
+class ManualClock:
+    """A clock for injection that moves only when a test sets or advances `now`."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def secret(value: str) -> str:
     """Register `value` as a secret the gateway must never reveal; returns it."""
     SECRETS.add(value)

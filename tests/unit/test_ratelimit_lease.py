@@ -16,22 +16,15 @@ from gateway.ratelimit import LocalLimiter, RateLimited, Ticket
 from gateway.ratelimit_lease import LEASE_S
 from gateway.ratelimit_shared import SharedLimiter
 from gateway.store.breaker import Breaker
+from tests.support import ManualClock
 
 BODY: dict[str, object] = {"max_tokens": 96}  # with a 16-byte body: 4 + 96 = 100 tokens
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeGcra:
     """The Lua script of `ratelimit_shared.GCRA`, line for line, on a dict and a fake clock."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: ManualClock) -> None:
         self.clock = clock
         self.tat: dict[str, float] = {}
         self.calls = 0
@@ -74,7 +67,7 @@ class FakeGcra:
         return out
 
 
-def replica(gcra: FakeGcra, clock: Clock, share: float = 1.0) -> SharedLimiter:
+def replica(gcra: FakeGcra, clock: ManualClock, share: float = 1.0) -> SharedLimiter:
     breaker = Breaker(2, 1.0, 1.0, Random(1), clock)
     return SharedLimiter(gcra, "t", LocalLimiter(clock), share, breaker, clock)
 
@@ -91,16 +84,16 @@ async def admit(lim: SharedLimiter, limit: RateLimit, n: int) -> int:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def gcra(clock: Clock) -> FakeGcra:
+def gcra(clock: ManualClock) -> FakeGcra:
     return FakeGcra(clock)
 
 
-async def test_far_from_the_limit_a_lease_saves_round_trips(clock: Clock, gcra: FakeGcra) -> None:
+async def test_far_from_the_limit_a_lease_saves_round_trips(clock: ManualClock, gcra: FakeGcra) -> None:
     lim = replica(gcra, clock)
     limit = RateLimit(requests_per_minute=60_000)  # cap 60 credits a lease
     assert await admit(lim, limit, 1) == 1 and gcra.calls == 1
@@ -110,14 +103,14 @@ async def test_far_from_the_limit_a_lease_saves_round_trips(clock: Clock, gcra: 
     assert await admit(lim, limit, 60) == 60 and gcra.calls == 2
 
 
-async def test_the_lease_is_charged_in_redis_when_granted(clock: Clock, gcra: FakeGcra) -> None:
+async def test_the_lease_is_charged_in_redis_when_granted(clock: ManualClock, gcra: FakeGcra) -> None:
     lim = replica(gcra, clock)
     await admit(lim, RateLimit(requests_per_minute=60_000), 1)
     assert gcra.tat["t:{rl:k}:requests"] == pytest.approx(clock.now * 1000 + 61)  # 1 + 60 ms
 
 
 async def test_expired_credits_are_not_spent_and_are_handed_back(
-    clock: Clock, gcra: FakeGcra
+    clock: ManualClock, gcra: FakeGcra
 ) -> None:
     lim = replica(gcra, clock)
     limit = RateLimit(requests_per_minute=60_000)  # 1 ms a request
@@ -130,7 +123,7 @@ async def test_expired_credits_are_not_spent_and_are_handed_back(
     assert gcra.tat["t:{rl:k}:requests"] == pytest.approx(start + 30_000 + 12 + 60)
 
 
-async def test_near_the_limit_there_is_no_lease(clock: Clock, gcra: FakeGcra) -> None:
+async def test_near_the_limit_there_is_no_lease(clock: ManualClock, gcra: FakeGcra) -> None:
     lim = replica(gcra, clock)
     limit = RateLimit(requests_per_minute=60_000)
     gcra.tat["t:{rl:k}:requests"] = clock.now * 1000 + 60_000 - 66  # 66 requests left
@@ -143,13 +136,13 @@ async def test_near_the_limit_there_is_no_lease(clock: Clock, gcra: FakeGcra) ->
     assert dict(info.value.headers())[b"x-ratelimit-remaining-requests"] == b"0"
 
 
-async def test_small_limits_get_no_lease(clock: Clock, gcra: FakeGcra) -> None:
+async def test_small_limits_get_no_lease(clock: ManualClock, gcra: FakeGcra) -> None:
     lim = replica(gcra, clock)
     assert await admit(lim, RateLimit(requests_per_minute=999), 5) == 5
     assert gcra.calls == 5 and lim.leased == 0
 
 
-async def test_tokens_are_leased_in_like_requests(clock: Clock, gcra: FakeGcra) -> None:
+async def test_tokens_are_leased_in_like_requests(clock: ManualClock, gcra: FakeGcra) -> None:
     lim = replica(gcra, clock)
     limit = RateLimit(requests_per_minute=1_000_000, tokens_per_minute=1_050_000)
     assert await admit(lim, limit, 1) == 1  # token cap 1,050: 10 more 100-token requests
@@ -161,14 +154,14 @@ async def test_tokens_are_leased_in_like_requests(clock: Clock, gcra: FakeGcra) 
     assert await lim.reserve("k", limit, big, 16) is not None and gcra.calls == 2  # too big
 
 
-async def test_a_reload_with_another_limit_voids_the_lease(clock: Clock, gcra: FakeGcra) -> None:
+async def test_a_reload_with_another_limit_voids_the_lease(clock: ManualClock, gcra: FakeGcra) -> None:
     lim = replica(gcra, clock)
     await admit(lim, RateLimit(requests_per_minute=60_000), 1)
     await admit(lim, RateLimit(requests_per_minute=30_000), 1)
     assert gcra.calls == 2
 
 
-async def test_settle_still_rides_on_the_next_call(clock: Clock, gcra: FakeGcra) -> None:
+async def test_settle_still_rides_on_the_next_call(clock: ManualClock, gcra: FakeGcra) -> None:
     lim = replica(gcra, clock)
     limit = RateLimit(tokens_per_minute=1000)  # cap 1 token: never a lease
     ticket = await lim.reserve("k", limit, {"max_tokens": 596}, 16)
@@ -179,7 +172,7 @@ async def test_settle_still_rides_on_the_next_call(clock: Clock, gcra: FakeGcra)
     assert await lim.reserve("k", limit, {"max_tokens": 396}, 16) is not None
 
 
-async def test_settle_during_a_lease_is_carried_later(clock: Clock, gcra: FakeGcra) -> None:
+async def test_settle_during_a_lease_is_carried_later(clock: ManualClock, gcra: FakeGcra) -> None:
     lim = replica(gcra, clock)
     limit = RateLimit(tokens_per_minute=600_000)  # interval 0.1 ms a token; cap 6 requests
     ticket = await lim.reserve("k", limit, BODY, 16)
@@ -192,7 +185,7 @@ async def test_settle_during_a_lease_is_carried_later(clock: Clock, gcra: FakeGc
     assert gcra.tat["t:{rl:k}:tokens"] == pytest.approx(before - 30 + 10 + 6 * 10)
 
 
-async def test_breaker_fallback_is_unchanged(clock: Clock, gcra: FakeGcra) -> None:
+async def test_breaker_fallback_is_unchanged(clock: ManualClock, gcra: FakeGcra) -> None:
     lim = replica(gcra, clock, share=0.5)
     gcra.down = True
     limit = RateLimit(requests_per_minute=40)
@@ -200,7 +193,7 @@ async def test_breaker_fallback_is_unchanged(clock: Clock, gcra: FakeGcra) -> No
     assert gcra.calls == 2  # two failures opened the breaker
 
 
-async def test_a_held_lease_is_spent_while_redis_is_down(clock: Clock, gcra: FakeGcra) -> None:
+async def test_a_held_lease_is_spent_while_redis_is_down(clock: ManualClock, gcra: FakeGcra) -> None:
     lim = replica(gcra, clock, share=0.5)
     limit = RateLimit(requests_per_minute=60_000)
     await admit(lim, limit, 1)
@@ -212,7 +205,7 @@ async def test_a_held_lease_is_spent_while_redis_is_down(clock: Clock, gcra: Fak
     assert await admit(lim, limit, 1) == 1 and lim.fallbacks == 1
 
 
-async def test_replicas_in_a_burst_admit_exactly_the_limit(clock: Clock, gcra: FakeGcra) -> None:
+async def test_replicas_in_a_burst_admit_exactly_the_limit(clock: ManualClock, gcra: FakeGcra) -> None:
     limit = RateLimit(requests_per_minute=24_000)  # cap 24 credits a lease
     replicas = [replica(gcra, clock) for _ in range(4)]
     admitted = 0
@@ -223,7 +216,7 @@ async def test_replicas_in_a_burst_admit_exactly_the_limit(clock: Clock, gcra: F
 
 
 async def test_held_credits_bound_the_error_and_it_never_accumulates(
-    clock: Clock, gcra: FakeGcra
+    clock: ManualClock, gcra: FakeGcra
 ) -> None:
     """Half the bucket used, then traffic at exactly the limit's rate for a minute while a quiet
     replica takes a lease every 2 s and lets it expire, then a burst: the total matches exact

@@ -17,26 +17,19 @@ from gateway.errors import (
 )
 from gateway.resilience.budget import RetryBudget
 from gateway.resilience.health import HealthTable
+from tests.support import ManualClock
 
 EJ = Ejection(consecutive_failures=3, base_s=10, max_s=60, slow_start_s=20)
 PLAN = ("v1", "v2", "v3")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def table(clock: Clock) -> HealthTable:
+def table(clock: ManualClock) -> HealthTable:
     return HealthTable(clock, Random(1))
 
 
@@ -71,7 +64,7 @@ def test_retry_kinds_and_order() -> None:
     assert attempt_order("v2", ("v2", "v1", "v3"), ("v3", "v2")) == ("v2", "v3")
 
 
-def test_consecutive_failures_eject_and_backoff_doubles(table: HealthTable, clock: Clock) -> None:
+def test_consecutive_failures_eject_and_backoff_doubles(table: HealthTable, clock: ManualClock) -> None:
     ejected: list[str] = []
     table.on_eject = lambda m, v: ejected.append(v)
     assert table.order("chat", PLAN, EJ) == PLAN
@@ -92,7 +85,7 @@ def test_consecutive_failures_eject_and_backoff_doubles(table: HealthTable, cloc
     assert 18.0 <= second <= 22.0 and ejected == ["v2", "v2"]
 
 
-def test_probe_success_readmits_with_a_slow_start(table: HealthTable, clock: Clock) -> None:
+def test_probe_success_readmits_with_a_slow_start(table: HealthTable, clock: ManualClock) -> None:
     fail(table, "v2", 3)
     clock.now += 11.1
     table.order("chat", PLAN, EJ)
@@ -126,7 +119,7 @@ def test_last_admitted_version_is_never_ejected_panic_route(table: HealthTable) 
     assert not mh.panic and panics == [True, False]
 
 
-def test_panic_fail_lets_one_probe_per_second(table: HealthTable, clock: Clock) -> None:
+def test_panic_fail_lets_one_probe_per_second(table: HealthTable, clock: ManualClock) -> None:
     cfg = EJ.model_copy(update={"panic": "fail"})
     fail(table, "v1", 3, cfg)
     fail(table, "v2", 3, cfg)
@@ -137,7 +130,7 @@ def test_panic_fail_lets_one_probe_per_second(table: HealthTable, clock: Clock) 
     assert table.order("chat", PLAN, cfg) is None
 
 
-def test_backoff_resets_after_a_long_healthy_spell(table: HealthTable, clock: Clock) -> None:
+def test_backoff_resets_after_a_long_healthy_spell(table: HealthTable, clock: ManualClock) -> None:
     fail(table, "v2", 3)
     clock.now += 11.1
     table.order("chat", PLAN, EJ)

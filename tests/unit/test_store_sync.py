@@ -15,16 +15,9 @@ from gateway.store import SharedClock, StoreSync
 from gateway.store.base import BucketKey, Fetched
 from gateway.store.breaker import Breaker
 from gateway.store.memory import MemoryStore
+from tests.support import ManualClock
 
 SERIES = [("chat", "v1"), ("chat", "v2")]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class FakeShared:
@@ -32,7 +25,7 @@ class FakeShared:
 
     name = "redis"
 
-    def __init__(self, clock: FakeClock) -> None:
+    def __init__(self, clock: ManualClock) -> None:
         self.data = MemoryStore(3600, lambda: 0.0)
         self.mode = "ok"
         self.calls = 0
@@ -51,7 +44,7 @@ class FakeShared:
 
     async def fetch(self, series: Sequence[tuple[str, str]], starts: Sequence[int]) -> Fetched:
         self._check()
-        return Fetched(self.data.fetch_now(series, starts).buckets, 903.0 + self.clock.t)
+        return Fetched(self.data.fetch_now(series, starts).buckets, 903.0 + self.clock.now)
 
     async def ping(self) -> None:
         self._check()
@@ -64,8 +57,8 @@ def settings(**changes: object) -> Store:
     return Store.model_validate({"backend": "redis", "bucket_s": 5, "window_s": 30, **changes})
 
 
-def make(shared: bool = True, **changes: object) -> tuple[StoreSync, FakeShared | None, FakeClock]:
-    clock = FakeClock()
+def make(shared: bool = True, **changes: object) -> tuple[StoreSync, FakeShared | None, ManualClock]:
+    clock = ManualClock(100.0)
     shared_clock = SharedClock(clock, lambda: 1000.0)
     fake = FakeShared(clock) if shared else None
     cfg = settings(**changes)
@@ -102,7 +95,7 @@ async def test_flush_and_refresh_share_counts_and_follow_the_store_clock() -> No
     stats = sync.snapshot.window("chat", "v1")
     assert stats.samples == 10 and stats.prompt_tokens == 30 and stats.completion_tokens == 50
     assert sync.snapshot.window("chat", "v2").error_rate() == 1.0
-    assert abs(sync.clock.now() - (903.0 + clock.t)) < 0.01  # adopted the store's clock (+3 s)
+    assert abs(sync.clock.now() - (903.0 + clock.now)) < 0.01  # adopted the store's clock (+3 s)
 
 
 async def test_client_outcomes_are_counted_apart_and_judge_nothing() -> None:
@@ -160,7 +153,7 @@ async def test_held_back_data_reaches_the_store_after_recovery() -> None:
         sync.record("chat", ok())
         await sync.flush()  # breaker open: held back
     fake.mode = "ok"
-    clock.t += 0.2  # past the first (jittered 0.05–0.15 s) backoff
+    clock.now += 0.2  # past the first (jittered 0.05–0.15 s) backoff
     await sync.flush()
     await sync.refresh()
     assert sync.shared_up and sync.snapshot.source == "redis"
@@ -175,21 +168,21 @@ async def test_held_back_buckets_expire_with_the_window() -> None:
     await sync.start()  # starts down: the breaker is open at once
     sync.record("chat", ok())
     await sync.flush()
-    clock.t += 40  # the bucket leaves the 30 s window while Redis is still away
+    clock.now += 40  # the bucket leaves the 30 s window while Redis is still away
     fake.mode = "refuse"
     await sync.flush()
     assert sync.dropped["expired"] == 1 and not sync._pending
 
 
 async def test_reconnect_backoff_grows_with_jitter_and_caps() -> None:
-    clock = FakeClock()
+    clock = ManualClock(100.0)
     delays = []
     for seed in range(2):
         breaker = Breaker(1, 0.1, 2.0, Random(seed), clock)
         row = []
         for _ in range(8):
             breaker.failure()
-            row.append(breaker.retry_at - clock.t)
+            row.append(breaker.retry_at - clock.now)
         delays.append(row)
     for row in delays:
         for k, delay in enumerate(row):
@@ -212,6 +205,6 @@ async def test_starting_with_redis_down_serves_locally_and_says_so(
     await sync.refresh()
     assert sync.snapshot.source == "local" and sync.snapshot.window("chat", "v1").samples == 1
     fake.mode = "ok"
-    clock.t += 1.0
+    clock.now += 1.0
     await sync.refresh()
     assert sync.shared_up and "reachable" in caplog.records[-1].getMessage()

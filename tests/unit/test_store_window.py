@@ -20,6 +20,7 @@ from gateway.store.breaker import Breaker
 from gateway.store.histogram import Histogram
 from gateway.store.memory import MemoryStore
 from gateway.store.window import WINDOW_QS, BucketStats, summarize
+from tests.support import ManualClock
 
 SERIES = [("chat", "v1"), ("chat", "v2"), ("chat", "v1#canary"), ("embed", "v1")]
 BUCKET_S, WINDOW_S = 5, 30
@@ -126,16 +127,8 @@ def test_window_is_computed_once_and_shared_by_every_reader() -> None:
     )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def make_sync() -> tuple[StoreSync, Clock]:
-    clock = Clock()
+def make_sync() -> tuple[StoreSync, ManualClock]:
+    clock = ManualClock()
     shared_clock = SharedClock(clock, lambda: 0.0)
     cfg = Store.model_validate({"backend": "memory", "bucket_s": BUCKET_S, "window_s": WINDOW_S})
     breaker = Breaker(cfg.breaker_failures, 0.1, cfg.backoff_max_s, Random(1), clock)
@@ -172,7 +165,7 @@ async def test_a_new_snapshot_or_bucket_gets_new_numbers() -> None:
     old = sync.snapshot
     before = numbers(old.window("chat", "v1"))
 
-    clock.t += BUCKET_S  # the next bucket: slower successes and a timeout
+    clock.now += BUCKET_S  # the next bucket: slower successes and a timeout
     for _ in range(3):
         sync.record("chat", success(900.0))
     sync.record("chat", [Attempt("v1", 0.0, False, TIMEOUT, 0, duration=2.0)])
@@ -195,7 +188,7 @@ async def test_the_window_is_as_of_the_snapshot_not_the_reader_clock() -> None:
     await sync.flush()
     await sync.refresh()
     snap = sync.snapshot
-    clock.t += 2 * WINDOW_S
+    clock.now += 2 * WINDOW_S
     fresh = Snapshot(snap.now, snap.taken, snap.source, snap.bucket_s, snap.window_s, snap.series)
     assert numbers(snap.window("chat", "v1")) == numbers(fresh.window("chat", "v1"))
     assert snap.window("chat", "v1").samples == 1
