@@ -60,7 +60,7 @@ def start(cmd: list[str], core: int, log: Path) -> subprocess.Popen[bytes]:
 
 
 NO_LEASE = (
-    "import gateway.ratelimit_lease as lease; lease.LEASE_FRACTION = 10**18; "
+    "import gateway.ratelimit.lease as lease; lease.LEASE_FRACTION = 10**18; "
     "from gateway.cli import main; raise SystemExit(main())"
 )
 

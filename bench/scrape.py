@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable
 from random import Random
 
-from gateway.app import GatewayApp, create_app
+from gateway.app import App, create_app
 from gateway.config import parse_config
 from gateway.exchange import OUTCOMES, Attempt, Exchange
-from gateway.store.clock import SharedClock
-from gateway.store.window import Snapshot
+from gateway.infra.clock import SharedClock
+from gateway.livestats.window import Snapshot
 
 MODELS, VERSIONS = 10, 5
 
@@ -66,10 +66,10 @@ def exchange(model: str, version: str, outcome: str, rng: Random) -> Exchange:
     return ex
 
 
-def traffic(app: GatewayApp, now: list[float], rng: Random, successes: int = 0) -> None:
+def traffic(app: App, now: list[float], rng: Random, successes: int = 0) -> None:
     """Every version and outcome, plus `successes` more successful requests per version, in each
     of the stats window's 12 buckets (5 s apart)."""
-    metrics, live = app.gateway.runtime.metrics, app.gateway.live
+    metrics, sync = app.current.runtime.metrics, app.parts.sync
     for _ in range(12):
         now[0] += 5.0
         for m in range(MODELS):
@@ -78,9 +78,9 @@ def traffic(app: GatewayApp, now: list[float], rng: Random, successes: int = 0) 
                     ex = exchange(f"m{m}", f"v{v}", outcome, rng)
                     metrics.record(ex)
                     metrics.attempted(f"m{m}", ex.attempts[0])
-                    live.record(ex)
-        asyncio.run(live.sync.flush())
-    asyncio.run(live.sync.refresh())
+                    sync.record_exchange(ex)
+        asyncio.run(sync.flush())
+    asyncio.run(sync.refresh())
 
 
 def median_ms(step: Callable[[], object], repeats: int) -> float:
@@ -92,9 +92,9 @@ def median_ms(step: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def refresh_cost(app: GatewayApp, repeats: int) -> str:
+def refresh_cost(app: App, repeats: int) -> str:
     """The background refresh's median time, and that of the window summaries inside it."""
-    sync = app.gateway.live.sync
+    sync = app.parts.sync
     loop = asyncio.new_event_loop()
     refresh = median_ms(lambda: loop.run_until_complete(sync.refresh()), repeats)
     loop.close()
@@ -124,7 +124,7 @@ def main() -> None:
     cfg = parse_config(config(MODELS, VERSIONS), {})
     app = create_app(cfg, {}, rng=Random(1), clock=clock)
     traffic(app, now, Random(2), args.successes)
-    metrics = app.gateway.runtime.metrics
+    metrics = app.current.runtime.metrics
     size = len(metrics.scrape())
     times = []
     for _ in range(args.repeats):

@@ -161,7 +161,7 @@ async def background_cost(redis_port: int, attempts: int = 750) -> dict[str, dic
     3,000 req/s), one refresh, and the request path's `record()` call, per backend."""
     from gateway.config.schema import Store
     from gateway.exchange import Attempt
-    from gateway.store import build_sync
+    from gateway.livestats import build_sync
 
     series = [("chat", "v1"), ("chat", "v2"), ("chat", "v3")]
     batch = [

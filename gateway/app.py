@@ -1,14 +1,20 @@
-"""Assembling the ASGI application: the data-plane endpoint, the web routes, and the lifespan.
+"""The composition root: builds every part of one gateway process and hands each what it uses.
 
-The top-level app is a tiny dispatcher: POSTs to the three proxy paths go straight to the pure
-ASGI `ProxyEndpoint`; everything else (models, health, metrics) goes to a FastAPI app, which also
-publishes the OpenAPI schema (admin routes join it, or go to their own listener with
-`admin.listen`). The lifespan owns the one pooled upstream client per process, the background
-loops (store flush/refresh, performance recompute, config watch) and the admin listener, and moves
-everything built at start-up into the garbage collector's permanent generation (`gc.freeze`)
-and raises the young-generation threshold (`GC_THRESHOLDS`): together they took the collector
-from ~20 % of the request path's CPU to almost nothing. `from_env` is the import-string
-factory `uvicorn --workers N` calls in each worker (config path in GATEWAY_CONFIG).
+`create_app` is the only place that knows how the parts fit: the current runtime, the metrics,
+the pooled upstream client, version health and the attempt runner, the rate limiter, the live
+store and its loops, the control plane and canary controller, shadow copies, the reloader, the
+web and admin apps. Nothing is looked up later through a shared object; `Parts` keeps what was
+built only so the lifespan (and tests) can reach it.
+
+The top-level `App` is a tiny dispatcher: POSTs to the proxy paths go straight to the pure ASGI
+`ProxyEndpoint`; everything else (models, health, metrics, admin) goes to a FastAPI app. The
+lifespan owns the one pooled upstream client per process, the background loops (store
+flush/refresh, performance recompute, control apply, canary controller, config watch, access
+log) and the admin listener, and moves everything built at start-up into the garbage collector's
+permanent generation (`gc.freeze`) and raises the young-generation threshold (`GC_THRESHOLDS`):
+together they took the collector from ~20 % of the request path's CPU to almost nothing.
+`from_env` is the import-string factory `uvicorn --workers N` calls in each worker (config path
+in GATEWAY_CONFIG).
 """
 
 from __future__ import annotations
@@ -21,33 +27,38 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from random import Random
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
-from gateway import openapi
-from gateway.admin import admin_router
-from gateway.admin_listener import AdminListener
-from gateway.api import ProxyEndpoint
 from gateway.config import GatewayConfig, load_config
-from gateway.control.service import build_control
+from gateway.config.schema import Limits
+from gateway.control.service import Control, build_control
 from gateway.errors import ClientError
 from gateway.exchange import Exchange
-from gateway.forward import Forwarder
-from gateway.live import Live
-from gateway.observability import Metrics
-from gateway.ratelimit import LocalLimiter
-from gateway.ratelimit_shared import build_limiter
-from gateway.registry import PROXY_PATHS
-from gateway.reload import Reloader
+from gateway.infra.clock import SharedClock
+from gateway.livestats import StoreSync, build_sync
+from gateway.livestats.base import ANALYSIS_TAG, SHADOW_TAG
+from gateway.observability.logs import AccessLog, configure
+from gateway.observability.metrics import Metrics
+from gateway.proxy.attempts import PlanRunner
+from gateway.proxy.endpoint import ProxyEndpoint
+from gateway.proxy.forward import Forwarder
+from gateway.proxy.shadow import Shadow
+from gateway.proxy.upstream import AiohttpTransport, Transport
+from gateway.ratelimit import LocalLimiter, build_limiter
 from gateway.resilience.health import HealthTable
-from gateway.runtime import Gateway, Runtime
-from gateway.shadow import Shadow
-from gateway.store import SharedClock, build_sync
-from gateway.store.base import ANALYSIS_TAG, SHADOW_TAG
-from gateway.upstream import AiohttpTransport, Transport
-from gateway.web import build_admin_web, build_web
+from gateway.routing.recompute import Recomputer
+from gateway.routing.table import PROXY_PATHS
+from gateway.runtime.current import Current
+from gateway.runtime.reload import Reloader
+from gateway.runtime.snapshot import Runtime
+from gateway.server.admin_listener import AdminListener
+from gateway.web import openapi
+from gateway.web.admin import admin_router
+from gateway.web.public import build_admin_web, build_web
 
 PROXY_ROUTES = frozenset(f"/v1{p}" for p in PROXY_PATHS)
 CONFIG_ENV = "GATEWAY_CONFIG"
@@ -58,19 +69,32 @@ CONFIG_ENV = "GATEWAY_CONFIG"
 GC_THRESHOLDS = (20_000, 20, 20)
 
 
-class GatewayApp:
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What `create_app` built, for the lifespan to start and stop (and for tests to inspect)."""
+
+    current: Current
+    metrics: Metrics
+    forwarder: Forwarder
+    health: HealthTable
+    endpoint: ProxyEndpoint
+    sync: StoreSync
+    recomputer: Recomputer
+    control: Control
+    shadow: Shadow
+    access: AccessLog
+    reloader: Reloader | None
+    admin: AdminListener | None
+
+
+class App:
     """The ASGI entry point: dispatch the hot path first, the rest to FastAPI."""
 
-    def __init__(
-        self, gateway: Gateway, web: FastAPI, rng: Random, shadow: Shadow | None = None
-    ) -> None:
-        self.gateway = gateway
+    def __init__(self, parts: Parts, web: FastAPI) -> None:
+        self.parts = parts
+        self.current = parts.current
         self.web = web
-        self._proxy = ProxyEndpoint(gateway, rng, self._record, shadow)
-
-    def _record(self, ex: Exchange) -> None:
-        self.gateway.live.record(ex)
-        self.gateway.control.observe(ex)
+        self._proxy = parts.endpoint
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """Hands over the chosen app's coroutine rather than awaiting it (one frame fewer on
@@ -80,6 +104,14 @@ class GatewayApp:
                 return self._proxy(scope, receive, send)
             return _method_not_allowed(send)
         return self.web(scope, receive, send)
+
+    def end_inflight(self) -> None:
+        """The drain deadline passed: end the requests still running."""
+        self._proxy.end_inflight()
+
+    def edge_limits(self) -> Limits:
+        """The limits the HTTP edge enforces while parsing a request head (follow reloads)."""
+        return self.current.runtime.limits
 
 
 async def _method_not_allowed(send: Send) -> None:
@@ -103,67 +135,128 @@ def create_app(
     transport: Callable[[], Transport] = AiohttpTransport,
     config_path: str | None = None,
     clock: SharedClock | None = None,
-) -> GatewayApp:
+) -> App:
     """Build the gateway for a validated config; the transport opens in the lifespan.
 
     With `config_path`, the file is watched and re-read on change, SIGHUP and admin reload.
     """
     env = os.environ if environ is None else environ
     rng = rng or Random()
-    health = HealthTable(time.monotonic, Random(rng.random()))
-    gateway = Gateway(Runtime.build(cfg, Metrics(), env), Forwarder(None), health)
-    reloader = Reloader(gateway, config_path, environ) if config_path else None
-    local_limits = LocalLimiter(time.monotonic)
-    gateway.limiter = build_limiter(cfg, env, Random(rng.random()), local_limits)
-    sync = build_sync(
-        cfg.store, env, lambda: _series(gateway.runtime), rng=Random(rng.random()), clock=clock
-    )
-    gateway.live = Live(sync, lambda: gateway.runtime, Random(rng.random()))
-    gateway.runtime.metrics.watch_live(sync, lambda: gateway.runtime.registry)
-    gateway.control = build_control(gateway, sync, env)
-    shadow = Shadow(gateway.forwarder, sync.record, Random(rng.random()))
-    admin_token = env.get(cfg.admin.token_env, "") if cfg.admin.token_env else ""
-    admin = _admin_listener(cfg, admin_token, gateway, reloader)
+    parts = _build(cfg, env, rng, config_path, clock)
+    current = parts.current
+    token = env.get(cfg.admin.token_env, "") if cfg.admin.token_env else ""
+    if token and cfg.admin.listen is not None:
+        admin_web = build_admin_web()
+        admin_web.include_router(_admin_routes(token, parts))
+        listener = AdminListener(admin_web, cfg.admin.listen)
+        parts = replace(parts, admin=listener)
+    web = build_web(current, _lifespan(parts, transport))
+    if token and parts.admin is None:
+        web.include_router(_admin_routes(token, parts))
+    openapi.install(web, lambda: sorted(current.runtime.registry.models))
+    return App(parts, web)
 
+
+def _build(
+    cfg: GatewayConfig,
+    env: Mapping[str, str],
+    rng: Random,
+    config_path: str | None,
+    clock: SharedClock | None,
+) -> Parts:
+    """Every part of the process, each given what it uses."""
+    metrics = Metrics()
+    current = Current(Runtime.build(cfg, metrics, env))
+    health = HealthTable(time.monotonic, Random(rng.random()))
+    health.on_eject, health.on_panic = metrics.ejected, metrics.panic
+    forwarder = Forwarder(None)
+    sync = build_sync(
+        cfg.store, env, lambda: _series(current.runtime), rng=Random(rng.random()), clock=clock
+    )
+    metrics.watch_live(sync, lambda: current.runtime.registry)
+    control = build_control(current, sync, env, metrics.canary)
+    shadow = Shadow(forwarder, sync.record, Random(rng.random()))
+    access = AccessLog(cfg.logging.access, cfg.logging.format == "json")
+
+    def record(ex: Exchange) -> None:
+        sync.record_exchange(ex)
+        control.observe(ex)
+
+    endpoint = ProxyEndpoint(
+        current,
+        PlanRunner(forwarder, health, metrics),
+        health,
+        build_limiter(cfg, env, Random(rng.random()), LocalLimiter(time.monotonic)),
+        access,
+        rng,
+        record,
+        shadow,
+    )
+    metrics.count_inflight = lambda: endpoint.inflight
+    recomputer = Recomputer(
+        lambda: current.runtime.registry,
+        lambda: sync.snapshot,
+        sync.clock,
+        Random(rng.random()),
+        metrics.publish_weights,
+    )
+    reloader = Reloader(current, config_path, env) if config_path else None
+    return Parts(
+        current, metrics, forwarder, health, endpoint, sync, recomputer, control, shadow, access,
+        reloader, None,
+    )  # fmt: skip
+
+
+def _admin_routes(token: str, parts: Parts) -> APIRouter:
+    return admin_router(token, parts.current, parts.reloader, parts.control, parts.sync)
+
+
+def _lifespan(
+    parts: Parts, transport: Callable[[], Transport]
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        gateway.forwarder.transport = transport()
-        await gateway.live.start()
-        await gateway.control.start()
+        parts.forwarder.transport = transport()
+        await parts.sync.start()
+        await parts.control.start()
+        loop = asyncio.get_running_loop()
         tasks = [
-            *_start_reload(reloader),
-            asyncio.get_running_loop().create_task(gateway.access.run()),
+            loop.create_task(parts.sync.run()),
+            loop.create_task(parts.recomputer.run()),
+            loop.create_task(parts.access.run()),
+            *_start_reload(parts.reloader),
         ]
-        if admin is not None:
-            await admin.start()
+        if parts.admin is not None:
+            await parts.admin.start()
         gc.collect()
         gc.freeze()  # start-up objects never die: keep them out of every later collection
         gc.set_threshold(*GC_THRESHOLDS)
-        gateway.ready = True
+        parts.current.ready = True
         try:
             yield
         finally:
-            gateway.ready = False
-            if admin is not None:
-                await admin.stop()
-            for task in tasks:
-                task.cancel()
-            await gateway.control.stop()
-            await shadow.stop()
-            await gateway.live.stop()
-            await gateway.forwarder.close()
+            parts.current.ready = False
+            if parts.admin is not None:
+                await parts.admin.stop()
+            await _cancel(tasks)
+            await parts.control.stop()
+            await parts.shadow.stop()
+            await parts.sync.stop()
+            await parts.forwarder.close()
 
-    web = build_web(gateway, lifespan)
-    if admin_token and admin is None:
-        web.include_router(admin_router(admin_token, gateway, reloader))
-    openapi.install(web, lambda: sorted(gateway.runtime.registry.models))
-    return GatewayApp(gateway, web, rng, shadow)
+    return lifespan
 
 
-def from_env() -> GatewayApp:
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def from_env() -> App:
     """The app for the config file named by GATEWAY_CONFIG (one per `--workers` process)."""
-    from gateway.logs import configure
-
     path = os.environ[CONFIG_ENV]
     cfg = load_config(path)
     configure(cfg.logging.level, cfg.logging.format, cfg.logging.access)
@@ -181,17 +274,6 @@ def _series(runtime: Runtime) -> list[tuple[str, str]]:
         if shadow is not None:
             out.append((name, shadow.version + SHADOW_TAG))
     return out
-
-
-def _admin_listener(
-    cfg: GatewayConfig, token: str, gateway: Gateway, reloader: Reloader | None
-) -> AdminListener | None:
-    """With `admin.listen` (and a token) the admin routes get an app and a listener of their own."""
-    if cfg.admin.listen is None or not token:
-        return None
-    web = build_admin_web()
-    web.include_router(admin_router(token, gateway, reloader))
-    return AdminListener(web, cfg.admin.listen)
 
 
 def _start_reload(reloader: Reloader | None) -> list[asyncio.Task[None]]:

@@ -1,6 +1,10 @@
-"""Suite-wide checks: after every test has run, no gateway log may contain a secret (SEC3)."""
+"""Suite-wide rules: tests under `tests/integration` carry the `integration` marker (so
+`make test-fast` can leave them out), and after every test has run no gateway log may contain
+a secret."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +19,15 @@ def leaks(text: str) -> list[str]:
             if len(needle) >= 8 and needle in text:
                 found.append(needle)
     return found
+
+
+INTEGRATION = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION in item.path.parents:
+            item.add_marker(pytest.mark.integration)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -15,7 +15,10 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from gateway.config.schema import GatewayConfig, check_name
+from gateway.canary.validate import validate_canary
+from gateway.config.base import check_name
+from gateway.config.canary import canary_settings
+from gateway.config.schema import GatewayConfig
 from gateway.config.yamlsource import Path
 
 Problem = tuple[Path, str]
@@ -147,10 +150,6 @@ def _check_routing_refs(
 def check_typed(cfg: GatewayConfig) -> Iterator[Problem]:
     """Rules that need the typed config: a canary must be able to reach a decision; a separate
     admin listener needs the admin token and a port of its own."""
-    # imported here: the rollout package builds on the config package, not the other way round
-    from gateway.rollout.from_config import canary_settings
-    from gateway.rollout.validate import validate_canary
-
     admin = cfg.admin.listen
     if admin is not None and not cfg.admin.token_env:
         yield ("admin", "listen"), "a separate admin listener needs admin.token_env"

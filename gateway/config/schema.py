@@ -1,59 +1,86 @@
-"""The configuration's typed, frozen shape: key names, types, defaults and single-field rules.
+"""The configuration's typed, frozen shape: the root (`GatewayConfig`) and the process-level
+sections (listen, store, limits, admin, auth, drain, logging, defaults).
 
-Owns what one field can say about itself (types, ranges, URL form, name syntax). Rules that relate
-fields to each other (a weight naming an unknown version) live in `checks.py`. Unknown keys are
-errors everywhere (`extra="forbid"`); types are strict (a string is never silently a number).
+Owns what one field can say about itself (types, ranges, URL form, name syntax); the per-model
+sections live in `routes.py`. Rules that relate fields to each other (a weight naming an
+unknown version) live in `checks.py`. Unknown keys are errors everywhere (`extra="forbid"`);
+types are strict (a string is never silently a number). Every field carries the description
+the generated reference (`docs/configuration.md`) shows.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import re
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-/]{0,127}$")
-ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+from gateway.config.base import Strict, check_env_name
+from gateway.config.routes import Defaults, Model
+
 DEFAULT_MAX_BODY = 8 << 20
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-def check_name(value: str, what: str) -> str:
-    if not NAME_RE.match(value):
-        raise ValueError(
-            f"invalid {what} name {value!r}: use letters, digits and . _ - : / (no '@', max 128)"
-        )
-    return value
+REDIS_URL_ENV = "GATEWAY_REDIS_URL"
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class Listen(Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    # proxies whose X-Forwarded-For / -Proto are believed (addresses or CIDRs); none by default
-    trusted_proxies: tuple[str, ...] = Field((), strict=False)
+    """Where `gateway serve` listens for clients."""
+
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8080, ge=0, le=65535, description="Port to bind.")
+    trusted_proxies: tuple[str, ...] = Field(
+        (),
+        strict=False,
+        description="Addresses or CIDRs whose `X-Forwarded-For` / `-Proto` are believed "
+        "(none by default).",
+    )
 
 
 class Store(Strict):
-    """Where live per-version metrics live (see gateway/store); times in seconds."""
+    """Where live per-version metrics and shared control state live; times in seconds."""
 
-    backend: Literal["memory", "redis"] = "memory"
-    redis_url: str = "redis://127.0.0.1:6379/0"  # env GATEWAY_REDIS_URL overrides
-    cluster: bool = False  # redis_url names one node of a Redis Cluster
-    key_prefix: str = Field("gw", pattern=r"^[A-Za-z0-9_.\-]{1,32}$")
-    bucket_s: int = Field(5, ge=1, le=300)
-    window_s: int = Field(60, ge=2, le=3600)
-    flush_interval_s: float = Field(0.25, gt=0, le=0.25)
-    refresh_interval_s: float = Field(1.0, gt=0, le=1.0)
-    timeout_ms: int = Field(200, ge=10, le=5000)
-    buffer_size: int = Field(100_000, ge=100, le=10_000_000)
-    slow_ms: list[int] = Field(default_factory=lambda: [1000, 5000], max_length=8)
-    breaker_failures: int = Field(2, ge=1, le=100)
-    backoff_max_s: float = Field(2.0, ge=0.05, le=60)
+    backend: Literal["memory", "redis"] = Field(
+        "memory",
+        description="`memory`: this process only. `redis`: shared by every worker and replica.",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="`redis://`, `rediss://` or `unix://`; `GATEWAY_REDIS_URL` overrides it.",
+    )
+    cluster: bool = Field(False, description="`redis_url` names one node of a Redis Cluster.")
+    key_prefix: str = Field(
+        "gw", pattern=r"^[A-Za-z0-9_.\-]{1,32}$", description="Prefix of every Redis key."
+    )
+    bucket_s: int = Field(5, ge=1, le=300, description="Width of one time bucket of counters.")
+    window_s: int = Field(60, ge=2, le=3600, description="The live window (at least two buckets).")
+    flush_interval_s: float = Field(
+        0.25, gt=0, le=0.25, description="How often counters are written to the store."
+    )
+    refresh_interval_s: float = Field(
+        1.0, gt=0, le=1.0, description="How often the routing snapshot is re-read."
+    )
+    timeout_ms: int = Field(
+        200, ge=10, le=5000, description="Bound on every Redis call of the background loops."
+    )
+    buffer_size: int = Field(
+        100_000,
+        ge=100,
+        le=10_000_000,
+        description="Requests counted per flush interval; beyond it they are dropped and counted.",
+    )
+    slow_ms: list[int] = Field(
+        default_factory=lambda: [1000, 5000],
+        max_length=8,
+        description="Latency thresholds (ms) whose exceedances are counted per version.",
+    )
+    breaker_failures: int = Field(
+        2, ge=1, le=100, description="Failed Redis calls in a row that open the breaker."
+    )
+    backoff_max_s: float = Field(
+        2.0, ge=0.05, le=60, description="Longest wait between reconnection probes."
+    )
 
     @field_validator("redis_url")
     @classmethod
@@ -75,40 +102,66 @@ class Store(Strict):
             raise ValueError("window_s must be at least two buckets (2 × bucket_s)")
         return self
 
+    def url(self, environ: Mapping[str, str]) -> str:
+        """The Redis URL: `GATEWAY_REDIS_URL` from the environment if set, else `redis_url`."""
+        return environ.get(REDIS_URL_ENV) or self.redis_url
+
 
 class AdminListen(Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(ge=1, le=65535)
+    """A separate listener for the admin API, the status page and its login form."""
+
+    host: str = Field("127.0.0.1", description="Address to bind (keep it private).")
+    port: int = Field(ge=1, le=65535, description="Port to bind; must differ from `listen.port`.")
 
 
 class Admin(Strict):
-    token_env: str | None = None  # env var holding the admin bearer token; unset = no admin API
-    # serve /admin (API, status page, login) on this address only, never on `listen`
-    listen: AdminListen | None = None
+    """The admin API (`/admin/...`), never open by default."""
+
+    token_env: str | None = Field(
+        None,
+        description="Environment variable holding the admin bearer token; unset or empty: no "
+        "admin API at all.",
+    )
+    listen: AdminListen | None = Field(
+        None, description="Serve the admin surface only there (none on the client port)."
+    )
 
     @field_validator("token_env")
     @classmethod
     def _env(cls, value: str | None) -> str | None:
-        if value is not None and not ENV_RE.match(value):
-            raise ValueError(f"token_env must be an environment variable name, got {value!r}")
-        return value
-
-
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-STICKY_RE = re.compile(r"^(header:[A-Za-z0-9-]{1,64}|user|api_key)$")
+        return check_env_name(value, "token_env")
 
 
 class RateLimit(Strict):
-    requests_per_minute: int | None = Field(None, ge=1, le=10_000_000)
-    tokens_per_minute: int | None = Field(None, ge=1, le=10_000_000_000)
+    """Per-key limits, per minute (GCRA: a full minute of burst, then the steady rate)."""
+
+    requests_per_minute: int | None = Field(
+        None, ge=1, le=10_000_000, description="Requests a minute (none: unlimited)."
+    )
+    tokens_per_minute: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000_000,
+        description="Prompt plus completion tokens a minute (none: unlimited).",
+    )
 
 
 class ClientKey(Strict):
-    id: str = Field(min_length=1, max_length=64)
-    sha256: str  # hex SHA-256 of the key; the key itself is never stored
-    models: tuple[str, ...] = Field(("*",), strict=False)  # model names, or "*" for all
-    allow_pins: bool = True  # may address versions and aliases (chat@v2, x-gateway-version)
-    rate_limit: RateLimit = RateLimit()
+    """One client API key, stored only as its SHA-256 digest."""
+
+    id: str = Field(
+        min_length=1, max_length=64, description="A name for the key (logs, metrics; not secret)."
+    )
+    sha256: str = Field(
+        description="Hex SHA-256 of the key (`gateway keys new` prints it); never the key."
+    )
+    models: tuple[str, ...] = Field(
+        ("*",), strict=False, description="Model names the key may use, or `*` for all."
+    )
+    allow_pins: bool = Field(
+        True, description="May address versions and aliases (`chat@v2`, `x-gateway-version`)."
+    )
+    rate_limit: RateLimit = Field(RateLimit(), description="Per-key limits (none by default).")
 
     @field_validator("sha256")
     @classmethod
@@ -119,256 +172,77 @@ class ClientKey(Strict):
 
 
 class Auth(Strict):
-    keys: tuple[ClientKey, ...] = Field(min_length=1, strict=False)
-    # share of each limit a replica enforces alone while Redis is unreachable (1/replicas = strict)
-    fallback_share: float = Field(1.0, gt=0, le=1)
-    timeout_ms: int = Field(50, ge=1, le=5000)  # a limited request waits at most this on Redis
+    """Client keys; without this section the gateway is open (for local use only)."""
+
+    keys: tuple[ClientKey, ...] = Field(min_length=1, strict=False, description="The keys.")
+    fallback_share: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of each limit one replica enforces alone while Redis is unreachable "
+        "(1/replicas for a strict bound).",
+    )
+    timeout_ms: int = Field(
+        50, ge=1, le=5000, description="A limited request waits at most this on Redis."
+    )
 
 
 class Limits(Strict):
-    max_body_bytes: int = Field(DEFAULT_MAX_BODY, ge=1024, le=1 << 30)
-    max_response_bytes: int = Field(16 << 20, ge=1024, le=1 << 30)
-    max_inflight: int = Field(1024, ge=1, le=1_000_000)  # beyond: 503 with Retry-After
-    max_headers: int = Field(100, ge=8, le=10_000)  # header fields per request (431 beyond)
-    max_header_bytes: int = Field(32 << 10, ge=1024, le=1 << 20)  # request head size (431)
-    header_timeout_s: float = Field(10.0, gt=0, le=600)  # the whole head must arrive by then
+    """Bounds on what one request may cost the gateway."""
 
-
-class Upstream(Strict):
-    url: str
-    model: str = Field(min_length=1, max_length=256)
-    api_key_env: str | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https"):
-            raise ValueError(f"upstream url must be http:// or https://, got {value!r}")
-        if not parts.hostname:
-            raise ValueError(f"upstream url has no host: {value!r}")
-        if parts.username or parts.password or "@" in parts.netloc:
-            raise ValueError("upstream url must not carry credentials (use api_key_env)")
-        if parts.query or parts.fragment:
-            raise ValueError(f"upstream url must not have a query or fragment: {value!r}")
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError as exc:
-            raise ValueError(f"upstream url has a bad port: {value!r}") from exc
-        return value.rstrip("/")
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env(cls, value: str | None) -> str | None:
-        if value is not None and not ENV_RE.match(value):
-            raise ValueError(f"api_key_env must be an environment variable name, got {value!r}")
-        return value
-
-
-class Version(Strict):
-    upstream: Upstream
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    max_inflight: int | None = Field(None, ge=1, le=1_000_000)  # beyond: the next version, or 503
-
-    @field_validator("metadata", mode="before")
-    @classmethod
-    def _metadata(cls, value: Any) -> Any:
-        return _jsonable(value)
-
-
-class Timeouts(Strict):
-    connect_s: float = Field(5.0, gt=0, le=600)
-    ttft_s: float = Field(120.0, gt=0, le=3600)  # to the first byte (a whole non-streamed answer)
-    idle_s: float = Field(60.0, gt=0, le=3600)  # between stream chunks
-    total_s: float = Field(3600.0, gt=0, le=86400)  # whole attempt: generous, never a stream killer
-
-
-RetryOn = Literal["connect", "reset", "timeout", "5xx", "429"]
-
-
-class Retry(Strict):
-    attempts: int = Field(2, ge=1, le=10)  # total tries, each on a different version
-    on: tuple[RetryOn, ...] = Field(("connect", "reset", "5xx"), strict=False)
-    budget_percent: float = Field(20.0, ge=0, le=100)  # retries in flight vs requests in flight
-    min_retries: int = Field(3, ge=0, le=1000)  # retries always allowed in flight (the floor)
-    max_retry_after_s: float = Field(1.0, ge=0, le=60)  # a 429 is retried only below this
-
-
-class Ejection(Strict):
-    consecutive_failures: int = Field(5, ge=1, le=1000)  # 0 disables: use enabled: false
-    enabled: bool = True
-    base_s: float = Field(30.0, gt=0, le=3600)  # first ejection; doubles with each repeat
-    max_s: float = Field(300.0, gt=0, le=86400)
-    slow_start_s: float = Field(30.0, ge=0, le=3600)  # re-admitted versions ramp up over this
-    panic: Literal["route", "fail"] = "route"  # all versions failing: ignore health, or 503
-
-
-class Defaults(Strict):
-    """Route settings every model inherits; a model's own block overrides key by key."""
-
-    retry: Retry = Retry()
-    timeouts: Timeouts = Timeouts()
-    ejection: Ejection = Ejection()
-
-
-class CanaryStep(Strict):
-    weight: float = Field(gt=0, lt=100)  # candidate share, percent
-    min_samples: int = Field(500, ge=1)
-    min_duration_s: float = Field(600.0, ge=0)
-    max_duration_s: float = Field(3600.0, gt=0)
-
-
-class CanaryAnalysis(Strict):
-    alpha_harm: float = Field(0.05, gt=0, lt=0.5)
-    alpha_safe: float = Field(0.05, gt=0, lt=0.5)
-    error_margin_rel: float = Field(1.5, gt=1)
-    error_margin_abs: float = Field(0.005, ge=0, lt=1)
-    latency_margin_rel: float = Field(1.5, gt=1)
-    slow_percentile: float = Field(95.0, gt=50, lt=100)
-    metric: Literal["latency", "ttft", "none"] = "latency"
-    warmup_requests: int = Field(50, ge=0)
-    warmup_s: float = Field(60.0, ge=0)
-    bucket_s: int = Field(10, ge=1, le=300)  # evidence is judged once per bucket
-
-
-class CanaryGuardrails(Strict):
-    consecutive_failures: int = Field(5, ge=1)
-    max_error_rate: float = Field(0.20, gt=0, le=1)
-    min_requests: int = Field(20, ge=1)
-
-
-class Canary(Strict):
-    baseline: str
-    candidate: str
-    steps: tuple[CanaryStep, ...] = Field(
-        (
-            CanaryStep(weight=10, min_samples=500, min_duration_s=600, max_duration_s=5400),
-            CanaryStep(weight=25, min_samples=1000, min_duration_s=600, max_duration_s=3600),
-            CanaryStep(weight=50, min_samples=1000, min_duration_s=600, max_duration_s=3600),
-        ),
-        min_length=1,
-        strict=False,
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_BODY,
+        ge=1024,
+        le=1 << 30,
+        description="Request body cap, counted while reading (chunked bodies too) → 413.",
     )
-    analysis: CanaryAnalysis = CanaryAnalysis()
-    guardrails: CanaryGuardrails = CanaryGuardrails()
-    on_inconclusive: Literal["hold", "rollback"] = "hold"
-    srm_alpha: float = Field(1e-4, gt=0, lt=0.1)
-    promote_alias: str = "stable"  # pointed at the candidate when the canary is promoted
-    expected_rps: float | None = Field(None, gt=0)  # for `gateway validate`'s projection
-    expected_error_rate: float = Field(0.01, gt=0, lt=1)
-
-
-class RuleMatch(Strict):
-    headers: dict[str, str] = Field(min_length=1)
-
-
-class Rule(Strict):
-    match: RuleMatch
-    version: str
-
-
-class Shadow(Strict):
-    version: str
-    percent: float = Field(gt=0, le=100)
-
-
-class ScoreWeights(Strict):
-    errors: float = Field(1.0, ge=0)
-    latency: float = Field(1.0, ge=0)
-    ttft: float = Field(0.0, ge=0)
-
-
-class Performance(Strict):
-    """`routing.performance`: live-metric version selection (see gateway/routing/performance)."""
-
-    objective: Literal["latency", "ttft", "errors", "score"] = "latency"
-    score_weights: ScoreWeights = ScoreWeights()
-    versions: list[str] | None = None  # the interchangeable versions (default: all)
-    min_samples: int = Field(20, ge=1, le=1_000_000)
-    min_share: float = Field(0.05, ge=0, le=0.5)
-    tolerance: float = Field(0.05, gt=0, lt=1)  # on the success rate (and the score)
-    fast_tolerance: float = Field(0.1, gt=0, lt=1)  # on the fast rate (latency, ttft)
-    half_life_s: float = Field(5.0, gt=0, le=3600)
-    slow_start_s: float = Field(20.0, ge=0, le=3600)
-    recompute_s: float = Field(1.0, ge=0.05, le=300)
-    fast_factor: float = Field(1.5, ge=1.0, le=100)
-    fast_margin_ms: float = Field(10.0, ge=0, le=600_000)
-    fast_ms: float | None = Field(None, gt=0, le=3_600_000)
-    fast_ttft_ms: float | None = Field(None, gt=0, le=3_600_000)
-    draws: int = Field(1000, ge=100, le=100_000)
-
-    @model_validator(mode="after")
-    def _score(self) -> Performance:
-        w = self.score_weights
-        if self.objective == "score" and w.errors + w.latency + w.ttft <= 0:
-            raise ValueError("score_weights must have a positive weight")
-        return self
-
-
-class Routing(Strict):
-    strategy: Literal["weighted", "performance", "canary"] = "weighted"
-    performance: Performance | None = None
-    canary: Canary | None = None
-    sticky_key: str | None = None  # header:<name> | user | api_key
-    rules: tuple[Rule, ...] = Field((), strict=False)  # first match wins; excluded from analysis
-    shadow: Shadow | None = None
-
-    @field_validator("sticky_key")
-    @classmethod
-    def _sticky(cls, value: str | None) -> str | None:
-        if value is not None and not STICKY_RE.match(value):
-            raise ValueError("sticky_key must be header:<name>, user or api_key")
-        return value
-
-    weights: dict[str, float] | None = None  # performance: ceilings in percent of traffic
-    fallback: tuple[str, ...] | None = Field(None, strict=False)  # order after the chosen one
-    retry: Retry | None = None
-    timeouts: Timeouts | None = None
-    ejection: Ejection | None = None
-
-
-class Model(Strict):
-    versions: dict[str, Version] = Field(min_length=1)
-    aliases: dict[str, str] = Field(default_factory=dict)
-    routing: Routing = Routing()
+    max_response_bytes: int = Field(
+        16 << 20, ge=1024, le=1 << 30, description="Cap on a non-streamed upstream answer → 502."
+    )
+    max_inflight: int = Field(
+        1024, ge=1, le=1_000_000, description="Requests in flight per process → 503 beyond."
+    )
+    max_headers: int = Field(
+        100, ge=8, le=10_000, description="Header fields per request → 431 beyond."
+    )
+    max_header_bytes: int = Field(
+        32 << 10, ge=1024, le=1 << 20, description="Request head size → 431 beyond."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="The whole request head must arrive by then."
+    )
 
 
 class Logging(Strict):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "text"] = "json"
-    access: bool = True  # one line per request
+    """Log lines on standard error."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Level.")
+    format: Literal["json", "text"] = Field(
+        "json", description="One JSON object per line, or text."
+    )
+    access: bool = Field(True, description="One access line per request.")
 
 
 class Drain(Strict):
-    window_s: float = Field(5.0, ge=0, le=600)  # after SIGTERM: not ready, still serving
-    deadline_s: float = Field(30.0, ge=0, le=3600)  # then streams get this long to finish
+    """Graceful shutdown on SIGTERM."""
+
+    window_s: float = Field(
+        5.0, ge=0, le=600, description="Not ready, still serving (load balancers notice)."
+    )
+    deadline_s: float = Field(
+        30.0, ge=0, le=3600, description="Then requests in flight get this long to finish."
+    )
 
 
 class GatewayConfig(Strict):
-    listen: Listen = Listen()
-    store: Store = Store()
-    limits: Limits = Limits()
-    admin: Admin = Admin()
-    auth: Auth | None = None  # no auth section: an open gateway (local use only)
-    drain: Drain = Drain()
-    logging: Logging = Logging()
-    defaults: Defaults = Defaults()
-    models: dict[str, Model] = Field(min_length=1)
+    """A whole gateway config file."""
 
-
-def merged(default: Strict, override: Strict | None) -> Any:
-    """`default` with the keys explicitly set in `override` replaced."""
-    if override is None:
-        return default
-    return default.model_copy(update={k: getattr(override, k) for k in override.model_fields_set})
-
-
-def _jsonable(value: Any) -> Any:
-    """YAML dates and times become ISO strings so metadata is always JSON-serialisable."""
-    if isinstance(value, dt.date | dt.datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
+    listen: Listen = Field(Listen(), description="The client listener.")
+    store: Store = Field(Store(), description="Live metrics and shared state.")
+    limits: Limits = Field(Limits(), description="Per-request bounds.")
+    admin: Admin = Field(Admin(), description="The admin API.")
+    auth: Auth | None = Field(None, description="Client keys (none: an open gateway).")
+    drain: Drain = Field(Drain(), description="Graceful shutdown.")
+    logging: Logging = Field(Logging(), description="Logs.")
+    defaults: Defaults = Field(Defaults(), description="Route settings every model inherits.")
+    models: dict[str, Model] = Field(min_length=1, description="Public model name → model.")

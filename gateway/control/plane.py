@@ -22,7 +22,8 @@ from typing import Any
 
 from gateway.control.store import ControlStore, Value
 from gateway.errors import GatewayError, StoreError
-from gateway.runtime import Gateway, Runtime
+from gateway.runtime.current import Current
+from gateway.runtime.snapshot import Runtime
 
 log = logging.getLogger("gateway.control")
 POLL_S = 0.5
@@ -41,13 +42,13 @@ class ControlPlane:
     def __init__(
         self,
         store: ControlStore,
-        gateway: Gateway,
+        current: Current,
         environ: Mapping[str, str],
         on_apply: Callable[[Runtime], None] = lambda rt: None,
         poll_s: float = POLL_S,
     ) -> None:
         self.store = store
-        self.gateway = self._gw = gateway
+        self.current = current
         self._environ = environ
         self._on_apply = on_apply
         self.poll_s = poll_s
@@ -56,7 +57,7 @@ class ControlPlane:
 
     @property
     def applied(self) -> Mapping[str, Mapping[str, Any]]:
-        return self._gw.runtime.overrides
+        return self.current.runtime.overrides
 
     async def run(self) -> None:
         """Poll and apply until cancelled."""
@@ -70,7 +71,7 @@ class ControlPlane:
     async def poll(self) -> bool:
         """Read every model's control value; rebuild and swap if any generation changed."""
         async with self._lock:
-            models = list(self._gw.runtime.config.models)
+            models = list(self.current.runtime.config.models)
             try:
                 values = {m: (await self.store.get(m))[1] for m in models}
             except StoreError as err:
@@ -88,9 +89,9 @@ class ControlPlane:
             return True
 
     def _apply(self, overrides: Mapping[str, Value]) -> None:
-        current = self._gw.runtime
+        current = self.current.runtime
         runtime = Runtime.build(current.config, current.metrics, self._environ, overrides)
-        self._gw.swap(runtime)
+        self.current.swap(runtime)
         self._on_apply(runtime)
 
     async def update(

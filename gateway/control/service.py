@@ -4,7 +4,7 @@
 redis: the same URL, cluster flag, key prefix and timeout as the metrics store), and builds the
 `ControlPlane` (apply loop, CAS writes) and the `CanaryController` reading evidence from the live
 metrics snapshot. `Control.start()` applies the stored state once (bounded by the store timeout)
-and starts both loops; `stop()` cancels them. The lifespan in `gateway/app.py` owns it.
+and starts both loops; `stop()` cancels them. The app's lifespan (`gateway/app.py`) owns it.
 """
 
 from __future__ import annotations
@@ -14,16 +14,18 @@ import contextlib
 import logging
 from collections.abc import Mapping
 
-from gateway.control.overrides import stored_canary
+from gateway.config.canary import canary_settings
+from gateway.control.controller import CanaryController
+from gateway.control.evidence import SnapshotEvidence
 from gateway.control.plane import ControlPlane
 from gateway.control.store import ControlStore, MemoryControl, RedisControl
 from gateway.errors import GatewayError, StoreError
 from gateway.exchange import VERSION_FAILURES, Exchange
-from gateway.rollout.controller import CanaryController
-from gateway.rollout.evidence import SnapshotEvidence
-from gateway.rollout.from_config import canary_settings
-from gateway.runtime import Gateway, Runtime
-from gateway.store import StoreSync, redis_url
+from gateway.livestats import StoreSync
+from gateway.observability.canary import CanaryMetrics
+from gateway.runtime.current import Current
+from gateway.runtime.overrides import stored_canary
+from gateway.runtime.snapshot import Runtime
 
 log = logging.getLogger("gateway.control")
 SETTLE_MARGIN_S = 0.25
@@ -51,7 +53,7 @@ class Control:
         traffic and, at the guardrail, start one rollback by CAS (the local fast path)."""
         if ex.routing_reason != "canary" or ex.model is None:
             return
-        canary = self.plane.gateway.runtime.config.models[ex.model].routing.canary
+        canary = self.plane.current.runtime.config.models[ex.model].routing.canary
         if canary is None:
             return
         streak = self._streaks.get(ex.model, 0)
@@ -96,27 +98,29 @@ class Control:
         await self.plane.store.aclose()
 
 
-def build_control(gateway: Gateway, sync: StoreSync, environ: Mapping[str, str]) -> Control:
+def build_control(
+    current: Current, sync: StoreSync, environ: Mapping[str, str], publisher: CanaryMetrics
+) -> Control:
     settings = sync.settings
     store: ControlStore
     if settings.backend == "redis":
         store = RedisControl(
-            redis_url(settings, environ),
+            settings.url(environ),
             cluster=settings.cluster,
             prefix=settings.key_prefix,
             timeout_s=settings.timeout_ms / 1000,
         )
     else:
         store = MemoryControl()
-    plane = ControlPlane(store, gateway, environ, on_apply=publish_applied)
+    plane = ControlPlane(store, current, environ, on_apply=publish_applied)
     evidence = SnapshotEvidence(
         lambda: sync.snapshot, settings.bucket_s, settings.flush_interval_s + SETTLE_MARGIN_S
     )
     controller = CanaryController(
         plane,
         evidence,
-        lambda: gateway.runtime.config.models,
+        lambda: current.runtime.config.models,
         sync.clock.now,
-        publisher=gateway.runtime.metrics.canary,
+        publisher=publisher,
     )
     return Control(plane, controller)

@@ -29,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-from gateway.store.redis_client import bounded, close, connect
+from gateway.infra.redis_client import bounded, close, connect
 
 T = TypeVar("T")
 Value = dict[str, Any]

@@ -7,7 +7,7 @@ number of attempts a route allows. One budget per model, kept across config relo
 
 from __future__ import annotations
 
-from gateway.config.schema import Retry
+from gateway.config.routes import Retry
 
 
 class RetryBudget:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from random import Random
 
-from gateway.config.schema import Ejection
+from gateway.config.routes import Ejection
 
 PANIC_PROBE_INTERVAL_S = 1.0
 

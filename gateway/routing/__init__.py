@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gateway.config.schema import Model
+from gateway.config.routes import Model
 from gateway.routing.base import Policy, RequestContext, RoutePlan
 from gateway.routing.performance import PerformancePolicy, Route
 from gateway.routing.rules import RuledPolicy

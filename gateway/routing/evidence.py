@@ -27,9 +27,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from random import Random
 
-from gateway.config.schema import Performance
-from gateway.store.histogram import Histogram
-from gateway.store.window import BucketStats
+from gateway.config.routes import Performance
+from gateway.livestats.histogram import Histogram
+from gateway.livestats.window import BucketStats
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from random import Random
 from typing import Any
 
-from gateway.config.schema import Model, Performance
+from gateway.config.routes import Model, Performance
+from gateway.livestats.window import BucketStats, Snapshot
 from gateway.routing.base import RequestContext, RoutePlan
 from gateway.routing.evidence import (
     decayed,
@@ -46,7 +47,6 @@ from gateway.routing.evidence import (
 )
 from gateway.routing.shares import fair_shares, waterfill
 from gateway.routing.weighted import WeightedPolicy
-from gateway.store.window import BucketStats, Snapshot
 
 MAX_ELAPSED_RECOMPUTES = 5  # a stalled loop may not make a ramp jump by more than this
 EQUIVALENT_P = 0.2  # P(near best) from which a version counts as equivalent to the best

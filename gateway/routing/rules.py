@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from random import Random
 
-from gateway.config.schema import Rule
+from gateway.config.routes import Rule
 from gateway.routing.base import Policy, RequestContext, RoutePlan
 
 

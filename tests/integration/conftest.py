@@ -54,7 +54,10 @@ def gw(mocks: tuple[Mock, Mock], workdir: Path) -> Iterator[Gateway]:
     one, two = mocks
     # fault-injection tests here must not eject versions (ejection has its own scenarios)
     config = chat_config(
-        one, two, timeouts={"ttft_s": 1.0, "idle_s": 1.0, "connect_s": 1.0}, ejection={"enabled": False}
+        one,
+        two,
+        timeouts={"ttft_s": 1.0, "idle_s": 1.0, "connect_s": 1.0},
+        ejection={"enabled": False},
     )
     dead = {"upstream": {"url": "http://127.0.0.1:9/v1", "model": "nothing"}}
     config["models"]["down"] = {"versions": {"v1": dead}}

@@ -22,7 +22,9 @@ def admin_gw(mocks: tuple[Mock, Mock], workdir: Path) -> Iterator[tuple[Gateway,
     port = free_port()
     config = {
         "admin": {"token_env": "LISTENER_ADMIN_TOKEN", "listen": {"port": port}},
-        "auth": {"keys": [{"id": "app", "sha256": hashlib.sha256(CLIENT_KEY.encode()).hexdigest()}]},
+        "auth": {
+            "keys": [{"id": "app", "sha256": hashlib.sha256(CLIENT_KEY.encode()).hexdigest()}]
+        },
         "models": {"chat": {"versions": {"v1": version(mocks[0].url, mocks[0].model)}}},
     }
     with gateway(config, workdir, {"LISTENER_ADMIN_TOKEN": ADMIN_TOKEN}) as gw:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.test_resilience_harness import (
+from tests.resilience import (
     BackgroundLoad,
     Result,
     chat_config,

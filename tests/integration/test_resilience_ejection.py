@@ -28,7 +28,7 @@ import pytest
 from scipy.stats import binomtest
 
 from tests.faultproxy import FaultProxy, fault_proxy
-from tests.integration.test_resilience_harness import (
+from tests.resilience import (
     BackgroundLoad,
     RawClient,
     chat_config,

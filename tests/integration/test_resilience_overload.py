@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.integration.test_resilience_harness import (
+from tests.resilience import (
     RawClient,
     RawResponse,
     chat_config,

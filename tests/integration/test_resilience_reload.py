@@ -27,7 +27,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.test_resilience_harness import (
+from tests.resilience import (
     BackgroundLoad,
     Result,
     chat_config,

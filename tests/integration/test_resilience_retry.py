@@ -33,7 +33,7 @@ import pytest
 from scipy.stats import binomtest
 
 from tests.faultproxy import FaultProxy, fault_proxy
-from tests.integration.test_resilience_harness import (
+from tests.resilience import (
     RawClient,
     chat_config,
     load,

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.faultproxy import FaultProxy, fault_proxy
-from tests.integration.test_resilience_harness import Result, chat_config, scrape, send
+from tests.resilience import Result, chat_config, scrape, send
 from tests.support import Gateway, Mock, gateway, mock_upstream
 
 VIDS = ("v1", "v2", "v3")

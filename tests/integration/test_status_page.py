@@ -22,11 +22,11 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway import ui
-from gateway.app import GatewayApp, create_app
+from gateway.app import App, create_app
 from gateway.config import parse_config
+from gateway.web import ui
+from tests.samples import GOOD
 from tests.support import Gateway, gateway, mock_upstream, require_binary, secret, version
-from tests.unit.test_config import GOOD
 
 TOKEN = secret("sp-9f4c2a7e1b6d3f08-admin")  # random-looking: the leak scan matches prefixes
 ENV = {"V2_KEY": "secret", "ADMIN_TOKEN": TOKEN}
@@ -61,12 +61,12 @@ FIELDS = {
 SHOTS = Path(__file__).resolve().parents[2] / "bench" / "out"
 
 
-def in_process() -> GatewayApp:
+def in_process() -> App:
     return create_app(parse_config(WITH_ADMIN, ENV), ENV, rng=Random(0))
 
 
 async def call(
-    gw: GatewayApp, method: str, path: str, headers: dict[str, str] | None = None
+    gw: App, method: str, path: str, headers: dict[str, str] | None = None
 ) -> httpx.Response:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw") as c:
         raw = {k: v.encode() for k, v in (headers or {}).items()}  # malformed bytes too

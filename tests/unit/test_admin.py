@@ -7,9 +7,9 @@ from random import Random
 import httpx
 import pytest
 
-from gateway.app import GatewayApp, create_app
+from gateway.app import App, create_app
 from gateway.config import parse_config
-from tests.unit.test_config import GOOD, problems
+from tests.samples import GOOD, problems
 
 TOKEN = "adm-" + "x" * 28
 ENV = {"V2_KEY": "secret", "ADMIN_TOKEN": TOKEN}
@@ -27,17 +27,17 @@ BAD_AUTH = [
 ]
 
 
-def app(text: str, env: dict[str, str]) -> GatewayApp:
+def app(text: str, env: dict[str, str]) -> App:
     return create_app(parse_config(text, env), env, rng=Random(0))
 
 
-def admin_operations(gw: GatewayApp) -> list[tuple[str, str]]:
+def admin_operations(gw: App) -> list[tuple[str, str]]:
     """Every admin operation in the published OpenAPI schema, as (method, path)."""
     paths = gw.web.openapi()["paths"]
     return [(m.upper(), p) for p, ops in paths.items() if p.startswith("/admin") for m in ops]
 
 
-async def request(gw: GatewayApp, method: str, path: str, auth: str | None) -> httpx.Response:
+async def request(gw: App, method: str, path: str, auth: str | None) -> httpx.Response:
     headers = {} if auth is None else {"authorization": auth}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw") as c:
         return await c.request(method, path, headers=headers)
@@ -70,7 +70,9 @@ async def test_admin_models_with_the_token() -> None:
 def test_admin_listener_config_needs_a_token_and_its_own_port() -> None:
     found = problems(GOOD + "admin: {listen: {port: 8080}}\n")
     assert any(p.startswith("admin.listen: a separate admin listener needs") for p in found)
-    assert any(p.startswith("admin.listen.port: must differ from listen.port (8080)") for p in found)
+    assert any(
+        p.startswith("admin.listen.port: must differ from listen.port (8080)") for p in found
+    )
 
 
 async def test_with_admin_listen_the_client_app_has_no_admin_routes() -> None:

@@ -9,21 +9,21 @@ from random import Random
 
 import httpx
 
-from gateway.app import GatewayApp, create_app
+from gateway.app import App, create_app
 from gateway.config import parse_config
-from gateway.control.overrides import layered
-from gateway.reload import Reloader
+from gateway.runtime.overrides import layered
+from gateway.runtime.reload import Reloader
 from tests.unit.test_admin import ENV, TOKEN, WITH_ADMIN
 from tests.unit.test_canary_controller import CANARY
 
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
-def app(text: str = WITH_ADMIN) -> GatewayApp:
+def app(text: str = WITH_ADMIN) -> App:
     return create_app(parse_config(text, ENV), ENV, rng=Random(0))
 
 
-async def call(gw: GatewayApp, method: str, path: str, body: object = None, auth: bool = True):  # type: ignore[no-untyped-def]
+async def call(gw: App, method: str, path: str, body: object = None, auth: bool = True):  # type: ignore[no-untyped-def]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw") as c:
         return await c.request(method, path, json=body, headers=AUTH if auth else {})
 
@@ -38,7 +38,7 @@ async def test_weights_are_validated_applied_and_cas_guarded() -> None:
     assert zero.status_code == 422
     ok = await call(gw, "PUT", "/admin/models/chat/weights", {"weights": {"v1": 20, "v2": 80}})
     assert ok.status_code == 200 and ok.json()["generation"] == 1
-    assert gw.gateway.runtime.registry.models["chat"].policy.weights() == {"v1": 0.2, "v2": 0.8}
+    assert gw.current.runtime.registry.models["chat"].policy.weights() == {"v1": 0.2, "v2": 0.8}
     stale = {"weights": {"v1": 50, "v2": 50}, "generation": 0}
     assert (await call(gw, "PUT", "/admin/models/chat/weights", stale)).status_code == 409
     missing = await call(gw, "PUT", "/admin/models/nope/weights", {"weights": {"v1": 1}})
@@ -62,7 +62,7 @@ async def test_alias_set_and_validation() -> None:
     gw = app()
     ok = await call(gw, "PUT", "/admin/models/chat/aliases/stable", {"version": "v2"})
     assert ok.status_code == 200
-    assert gw.gateway.runtime.registry.resolve("chat@stable", None).pinned.id == "v2"  # type: ignore[union-attr]
+    assert gw.current.runtime.registry.resolve("chat@stable", None).pinned.id == "v2"  # type: ignore[union-attr]
     for alias, body in [("stable", {"version": "v9"}), ("v1", {"version": "v2"})]:
         resp = await call(gw, "PUT", f"/admin/models/chat/aliases/{alias}", body)
         assert resp.status_code == 422
@@ -71,7 +71,7 @@ async def test_alias_set_and_validation() -> None:
 async def test_canary_routes() -> None:
     gw = app(CANARY + "admin: {token_env: ADMIN_TOKEN}\n")
     assert (await call(gw, "GET", "/admin/models/nope/canary")).status_code == 404
-    await gw.gateway.control.controller.tick()  # starts the canary
+    await gw.parts.control.controller.tick()  # starts the canary
     status = (await call(gw, "GET", "/admin/models/chat/canary")).json()
     assert (status["state"], status["step"], status["weight"], status["history"]) == (
         "progressing", 0, 10.0, [],
@@ -100,6 +100,6 @@ def test_layering_and_reload_keep_overrides(tmp_path: Path) -> None:
     gw = app()
     asyncio.run(call(gw, "PUT", "/admin/models/chat/weights", {"weights": {"v1": 1, "v2": 3}}))
     path.write_text(WITH_ADMIN.replace("run-381", "run-382"))
-    assert Reloader(gw.gateway, str(path), ENV).reload().ok
-    assert gw.gateway.runtime.registry.models["chat"].policy.weights() == {"v1": 0.25, "v2": 0.75}
-    assert gw.gateway.runtime.registry.models["chat"].versions["v1"].metadata["run_id"] == "run-382"
+    assert Reloader(gw.current, str(path), ENV).reload().ok
+    assert gw.current.runtime.registry.models["chat"].policy.weights() == {"v1": 0.25, "v2": 0.75}
+    assert gw.current.runtime.registry.models["chat"].versions["v1"].metadata["run_id"] == "run-382"

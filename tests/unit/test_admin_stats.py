@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.app import GatewayApp, create_app
+from gateway.app import App, create_app
 from gateway.config import parse_config
-from tests.unit.test_api import FakeResponse, FakeTransport
-from tests.unit.test_config import ENV, GOOD
+from tests.fakes import FakeResponse, FakeTransport
+from tests.samples import ENV, GOOD
 
 TOKEN = "adm-" + "y" * 28
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -30,27 +30,26 @@ models:
 """
 
 
-def app(text: str) -> tuple[GatewayApp, FakeTransport]:
+def app(text: str) -> tuple[App, FakeTransport]:
     gw = create_app(
         parse_config(text, {**ENV, "ADMIN_TOKEN": TOKEN}),
         {**ENV, "ADMIN_TOKEN": TOKEN},
         rng=Random(3),
     )
     fake = FakeTransport()
-    gw.gateway.forwarder.transport = fake
+    gw.parts.forwarder.transport = fake
     return gw, fake
 
 
-async def send(gw: GatewayApp, method: str, path: str, **kw: Any) -> httpx.Response:
+async def send(gw: App, method: str, path: str, **kw: Any) -> httpx.Response:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw") as c:
         return await c.request(method, path, **kw)
 
 
-async def settle(gw: GatewayApp) -> None:
-    live = gw.gateway.live
-    await live.sync.flush()
-    await live.sync.refresh()
-    live.recompute()
+async def settle(gw: App) -> None:
+    await gw.parts.sync.flush()
+    await gw.parts.sync.refresh()
+    gw.parts.recomputer.recompute()
 
 
 async def test_stats_report_per_version_numbers_and_weights() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
 from random import Random
 from typing import Any
 
@@ -10,57 +9,11 @@ import httpx
 import orjson
 import pytest
 
-from gateway.app import GatewayApp, create_app
+from gateway.app import App, create_app
 from gateway.config import parse_config
 from gateway.errors import UpstreamConnectError
-from tests.unit.test_config import ENV, GOOD
-
-
-class FakeResponse:
-    def __init__(
-        self, status: int, headers: Sequence[tuple[bytes, bytes]], chunks: Sequence[bytes]
-    ) -> None:
-        self.status = status
-        self.raw_headers = tuple(headers)
-        self._chunks = chunks
-        declared = next((v for k, v in headers if k == b"content-length"), None)
-        self.content_length = None if declared is None else int(declared)  # else "chunked"
-        self.closed = self.released = False
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        for chunk in self._chunks:
-            yield chunk
-
-    async def read(self) -> bytes:
-        return b"".join(self._chunks)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def release(self) -> None:
-        self.released = True
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, str], dict[str, Any]]] = []
-        self.answer: Any = lambda url: FakeResponse(
-            200,
-            [(b"content-type", b"application/json")],
-            [b'{"ok":1,', b'"usage":{"prompt_tokens":4,"completion_tokens":2}}'],
-        )
-        self.responses: list[FakeResponse] = []
-
-    async def post(self, url: str, headers: Any, body: bytes, connect_s: float) -> FakeResponse:
-        self.calls.append((url, dict(headers), orjson.loads(body)))
-        result = self.answer(url)
-        if isinstance(result, Exception):
-            raise result
-        self.responses.append(result)
-        return result  # type: ignore[no-any-return]
-
-    async def aclose(self) -> None:
-        pass
+from tests.fakes import FakeResponse, FakeTransport
+from tests.samples import ENV, GOOD
 
 
 @pytest.fixture
@@ -69,13 +22,13 @@ def fake() -> FakeTransport:
 
 
 @pytest.fixture
-def app(fake: FakeTransport) -> GatewayApp:
+def app(fake: FakeTransport) -> App:
     gw = create_app(parse_config(GOOD, ENV), ENV, rng=Random(5))
-    gw.gateway.forwarder.transport = fake
+    gw.parts.forwarder.transport = fake
     return gw
 
 
-async def call(app: GatewayApp, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
+async def call(app: App, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
         content = body if isinstance(body, bytes) else orjson.dumps(body)
@@ -83,7 +36,7 @@ async def call(app: GatewayApp, body: Any, headers: dict[str, str] | None = None
 
 
 async def test_forwards_with_model_rewritten_and_credentials_swapped(
-    app: GatewayApp, fake: FakeTransport
+    app: App, fake: FakeTransport
 ) -> None:
     resp = await call(
         app,
@@ -107,7 +60,7 @@ async def test_forwards_with_model_rewritten_and_credentials_swapped(
 async def test_seeded_rng_gives_a_reproducible_sequence() -> None:
     async def served(seed: int) -> list[str]:
         gw = create_app(parse_config(GOOD, ENV), ENV, rng=Random(seed))
-        gw.gateway.forwarder.transport = FakeTransport()
+        gw.parts.forwarder.transport = FakeTransport()
         return [(await call(gw, {"model": "chat"})).headers["x-gateway-version"] for _ in range(40)]
 
     first = await served(11)
@@ -134,7 +87,7 @@ async def test_seeded_rng_gives_a_reproducible_sequence() -> None:
     ids=["connect", "redirect-not-followed", "answer-too-large", "declared-too-large"],
 )
 async def test_upstream_failures_map_to_gateway_errors(
-    app: GatewayApp, fake: FakeTransport, answer: Any, status: int, code: str
+    app: App, fake: FakeTransport, answer: Any, status: int, code: str
 ) -> None:
     fake.answer = lambda url: answer
     resp = await call(app, {"model": "chat@v1"})
@@ -145,7 +98,7 @@ async def test_upstream_failures_map_to_gateway_errors(
         assert answer.closed
 
 
-async def test_body_limit_counts_chunked_bodies(app: GatewayApp) -> None:
+async def test_body_limit_counts_chunked_bodies(app: App) -> None:
     sent: list[dict[str, Any]] = []
     chunks = [{"type": "http.request", "body": b"x" * (5 << 20), "more_body": True}] * 3
 
@@ -160,12 +113,10 @@ async def test_body_limit_counts_chunked_bodies(app: GatewayApp) -> None:
     assert sent[0]["status"] == 413 and len(chunks) == 1  # stopped reading past the limit
 
 
-async def test_metrics_record_outcomes_with_config_labels(
-    app: GatewayApp, fake: FakeTransport
-) -> None:
+async def test_metrics_record_outcomes_with_config_labels(app: App, fake: FakeTransport) -> None:
     await call(app, {"model": "chat@v1"})
     await call(app, {"model": "who-knows"})
-    text = app.gateway.runtime.metrics.scrape().decode()
+    text = app.current.runtime.metrics.scrape().decode()
     assert 'gateway_requests_total{model="chat",outcome="success",version="v1"} 1.0' in text
     assert 'gateway_tokens_total{kind="completion",model="chat",version="v1"} 2.0' in text
     assert 'gateway_requests_total{model="other",outcome="client_error",version="none"} 1.0' in text

@@ -8,15 +8,15 @@ from random import Random
 import httpx
 import pytest
 
-from gateway.app import GatewayApp, create_app
+from gateway.app import App, create_app
 from gateway.auth import KeyTable, new_key
 from gateway.cli import main
 from gateway.config import parse_config
 from gateway.config.schema import RateLimit
 from gateway.errors import ConfigError
-from gateway.ratelimit import LocalLimiter, RateLimited, gcra
-from tests.unit.test_api import FakeTransport
-from tests.unit.test_config import ENV, GOOD
+from gateway.ratelimit.gcra import LocalLimiter, RateLimited, gcra
+from tests.fakes import FakeTransport
+from tests.samples import ENV, GOOD
 
 KEY_A, KEY_B = "key-a-" + "x" * 20, "key-b-" + "y" * 20
 
@@ -38,13 +38,13 @@ TEXT_TWO_MODELS = GOOD + EMBED + AUTH
 
 
 @pytest.fixture
-def app() -> GatewayApp:
+def app() -> App:
     gw = create_app(parse_config(TEXT_TWO_MODELS, ENV), ENV, rng=Random(1))
-    gw.gateway.forwarder.transport = FakeTransport()
+    gw.parts.forwarder.transport = FakeTransport()
     return gw
 
 
-async def post(app: GatewayApp, model: str, key: str | None, **headers: str) -> httpx.Response:
+async def post(app: App, model: str, key: str | None, **headers: str) -> httpx.Response:
     if key:
         headers["authorization"] = f"Bearer {key}"
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
@@ -54,7 +54,7 @@ async def post(app: GatewayApp, model: str, key: str | None, **headers: str) -> 
 @pytest.mark.parametrize(
     "auth", [None, "Bearer", "Bearer wrong", "Basic abc", "Bearer " + "k" * 600]
 )
-async def test_missing_or_wrong_key_is_401(app: GatewayApp, auth: str | None) -> None:
+async def test_missing_or_wrong_key_is_401(app: App, auth: str | None) -> None:
     headers = {"authorization": auth} if auth else {}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
         resp = await c.post("/v1/chat/completions", json={"model": "chat"}, headers=headers)
@@ -64,7 +64,7 @@ async def test_missing_or_wrong_key_is_401(app: GatewayApp, auth: str | None) ->
     assert "wrong" not in resp.text
 
 
-async def test_model_access_and_pins(app: GatewayApp) -> None:
+async def test_model_access_and_pins(app: App) -> None:
     assert (await post(app, "chat", KEY_B)).status_code == 200
     denied = await post(app, "embed", KEY_B)
     assert denied.status_code == 403 and "may not use model 'embed'" in denied.text
@@ -78,7 +78,7 @@ async def test_model_access_and_pins(app: GatewayApp) -> None:
     assert [m["id"] for m in listed.json()["data"]] == ["chat"]
 
 
-async def test_rate_limit_429_with_retry_after(app: GatewayApp) -> None:
+async def test_rate_limit_429_with_retry_after(app: App) -> None:
     codes = [(await post(app, "chat", KEY_A)).status_code for _ in range(3)]
     limited = await post(app, "chat", KEY_A)
     assert codes == [200, 200, 200] and limited.status_code == 429

@@ -13,11 +13,11 @@ from random import Random
 import pytest
 
 from gateway.app import create_app
+from gateway.canary.settings import CanarySettings
+from gateway.canary.state import ArmCounts, Evidence
 from gateway.config import parse_config
 from gateway.control.store import MemoryControl
-from gateway.rollout.settings import CanarySettings
-from gateway.rollout.state import ArmCounts, Evidence
-from tests.unit.test_config import ENV, GOOD
+from tests.samples import ENV, GOOD
 
 CANARY = GOOD.replace(
     "      weights: {v1: 90, v2: 10}\n",
@@ -63,9 +63,9 @@ class FakeEvidence:
 
 def build(store: MemoryControl, clock: list[float], cand_fail: float):  # type: ignore[no-untyped-def]
     app = create_app(parse_config(CANARY, ENV), ENV, rng=Random(0))
-    control = app.gateway.control
+    control = app.parts.control
     control.plane.store = store
-    policy = lambda: app.gateway.runtime.registry.models["chat"].policy  # noqa: E731
+    policy = lambda: app.current.runtime.registry.models["chat"].policy  # noqa: E731
     control.controller.evidence = FakeEvidence(clock, cand_fail, lambda: policy().weights()["v2"])
     control.controller._clock = lambda: clock[0]
     return app
@@ -75,8 +75,8 @@ async def run(app, clock: list[float], seconds: int) -> list[str]:  # type: igno
     actions = []
     for _ in range(seconds * 2):
         clock[0] += 0.5
-        await app.gateway.control.plane.poll()  # the apply loop
-        for record in await app.gateway.control.controller.tick():
+        await app.parts.control.plane.poll()  # the apply loop
+        for record in await app.parts.control.controller.tick():
             actions.append(record.action)
     return actions
 
@@ -86,10 +86,10 @@ async def test_healthy_candidate_advances_then_promotes_and_moves_the_alias() ->
     app = build(store, clock, 0.0)
     actions = await run(app, clock, 200)
     assert "promote" in actions and actions[0] == "advance"
-    model = app.gateway.runtime.registry.models["chat"]
+    model = app.current.runtime.registry.models["chat"]
     assert model.aliases["stable"] == "v2"
     assert model.policy.weights() == {"v2": 1.0, "v1": 0.0}
-    status = await app.gateway.control.controller.status("chat")
+    status = await app.parts.control.controller.status("chat")
     assert status["state"] == "promoted" and status["weight"] == 100.0
     assert [h["action"] for h in status["history"]] == actions
 
@@ -99,7 +99,7 @@ async def test_failing_candidate_rolls_back_to_weight_zero() -> None:
     app = build(store, clock, 0.3)
     actions = await run(app, clock, 30)
     assert actions == ["rollback"]
-    assert app.gateway.runtime.registry.models["chat"].policy.weights()["v2"] == 0.0
+    assert app.current.runtime.registry.models["chat"].policy.weights()["v2"] == 0.0
     history = [json.loads(h) for h in await store.history("chat")]
     assert history[0]["rule"].startswith(("guardrail", "harm"))
 
@@ -127,17 +127,17 @@ async def test_a_restarted_controller_resumes_without_a_double_step() -> None:
 async def test_manual_actions_and_invalid_transitions() -> None:
     clock, store = [1000.0], MemoryControl(lambda: 0.0)
     app = build(store, clock, 0.0)
-    controller = app.gateway.control.controller
+    controller = app.parts.control.controller
     await run(app, clock, 1)  # starts the canary
     assert (await controller.act("chat", "pause")).action == "pause"
     assert (await controller.status("chat"))["state"] == "paused"
     assert (await controller.act("chat", "resume")).action == "resume"
     assert (await controller.act("chat", "rollback")).rule == "manual"
-    from gateway.rollout.judge import InvalidTransition
+    from gateway.canary.judge import InvalidTransition
 
     with pytest.raises(InvalidTransition):
         await controller.act("chat", "resume")
-    assert app.gateway.runtime.registry.models["chat"].policy.weights()["v2"] == 0.0
+    assert app.current.runtime.registry.models["chat"].policy.weights()["v2"] == 0.0
 
 
 def test_validate_prints_each_canarys_projection(
@@ -159,7 +159,7 @@ async def test_local_consecutive_failures_roll_back_at_once() -> None:
 
     clock, store = [1000.0], MemoryControl(lambda: 0.0)
     app = build(store, clock, 0.0)
-    control = app.gateway.control
+    control = app.parts.control
     await run(app, clock, 1)
 
     def exchange(reason: str, outcome: str) -> Exchange:

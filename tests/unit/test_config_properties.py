@@ -12,11 +12,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.api import _parse
 from gateway.config import parse_config
 from gateway.config.schema import GatewayConfig
 from gateway.errors import BadRequest, ConfigError
-from tests.unit.test_config import ENV, GOOD
+from gateway.proxy.endpoint import _parse
+from tests.samples import ENV, GOOD
 
 BASE: dict[str, Any] = yaml.safe_load(GOOD)
 SCALARS = st.one_of(

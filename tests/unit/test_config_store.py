@@ -9,7 +9,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.config import load_config, parse_config
-from gateway.store import build_sync, redis_url
+from gateway.livestats import build_sync
 from tests.unit.test_config_store_helpers import PERF, problems
 
 
@@ -24,11 +24,8 @@ def test_performance_route_and_store_parse_with_defaults() -> None:
 
 def test_env_overrides_the_redis_url() -> None:
     cfg = parse_config(PERF, {})
-    assert redis_url(cfg.store, {}) == "redis://127.0.0.1:6399/0"
-    assert (
-        redis_url(cfg.store, {"GATEWAY_REDIS_URL": "redis://10.0.0.1:1/2"})
-        == "redis://10.0.0.1:1/2"
-    )
+    assert cfg.store.url({}) == "redis://127.0.0.1:6399/0"
+    assert cfg.store.url({"GATEWAY_REDIS_URL": "redis://10.0.0.1:1/2"}) == "redis://10.0.0.1:1/2"
     assert build_sync(cfg.store, {}, list).shared is not None
 
 

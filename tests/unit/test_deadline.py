@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from gateway.deadline import RESOLUTION_S, DeadlineWheel
+from gateway.proxy.deadline import RESOLUTION_S, DeadlineWheel
 
 TICK = RESOLUTION_S  # margins are several ticks wide, so lateness cannot flip an outcome
 

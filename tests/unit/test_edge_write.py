@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.edge import HeadWithBody
+from gateway.proxy.edge import HeadWithBody
 
 
 class RecordingTransport:

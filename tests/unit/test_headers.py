@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.headers import to_client, to_upstream
+from gateway.proxy.headers import to_client, to_upstream
 
 
 def test_to_upstream_drops_hop_by_hop_credentials_and_forwarding() -> None:
@@ -38,7 +38,11 @@ def test_to_upstream_drops_hop_by_hop_credentials_and_forwarding() -> None:
 
 def test_to_upstream_without_key_or_encoding() -> None:
     out = dict(to_upstream([], None, "rid"))
-    assert out == {"accept-encoding": "identity", "x-request-id": "rid", "user-agent": "llm-gateway"}
+    assert out == {
+        "accept-encoding": "identity",
+        "x-request-id": "rid",
+        "user-agent": "llm-gateway",
+    }
 
 
 def test_to_client_allow_list() -> None:
@@ -66,4 +70,8 @@ def test_to_client_allow_list() -> None:
         b"text/event-stream",
         b"",
     )
-    assert to_client([(b"Content-Encoding", b"gzip")]) == ([(b"content-encoding", b"gzip")], b"", b"gzip")
+    assert to_client([(b"Content-Encoding", b"gzip")]) == (
+        [(b"content-encoding", b"gzip")],
+        b"",
+        b"gzip",
+    )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
-from gateway.exposition import number
-from gateway.live_metrics import VersionPrefixes, version_lines
-from gateway.store.histogram import Histogram
-from gateway.store.window import BucketStats, summarize
+from gateway.livestats.histogram import Histogram
+from gateway.livestats.window import BucketStats, summarize
+from gateway.observability.exposition import number
+from gateway.observability.gauges import VersionPrefixes, version_lines
 
 
 def test_quantile_labels_carry_the_percentile_they_name() -> None:

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from gateway.config.schema import Model, Performance
+from gateway.config.routes import Model, Performance
 from gateway.exchange import CLIENT_CANCEL, CLIENT_ERROR, SUCCESS, UPSTREAM_ERROR, Attempt
+from gateway.livestats.base import Fields, add_attempt, window_starts
+from gateway.livestats.window import BucketStats, Snapshot
 from gateway.routing import RequestContext
 from gateway.routing.performance import PerformancePolicy, Route, next_weights
-from gateway.store.base import Fields, add_attempt, window_starts
-from gateway.store.window import BucketStats, Snapshot
 
 CTX = RequestContext({}, {})
 EPOCH = 1_700_000_000.0

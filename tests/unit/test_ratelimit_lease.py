@@ -12,10 +12,10 @@ import pytest
 
 from gateway.config.schema import RateLimit
 from gateway.errors import StoreError
-from gateway.ratelimit import LocalLimiter, RateLimited, Ticket
-from gateway.ratelimit_lease import LEASE_S
-from gateway.ratelimit_shared import SharedLimiter
-from gateway.store.breaker import Breaker
+from gateway.infra.breaker import Breaker
+from gateway.ratelimit.gcra import LocalLimiter, RateLimited, Ticket
+from gateway.ratelimit.lease import LEASE_S
+from gateway.ratelimit.shared import SharedLimiter
 from tests.support import ManualClock
 
 BODY: dict[str, object] = {"max_tokens": 96}  # with a 16-byte body: 4 + 96 = 100 tokens
@@ -93,7 +93,9 @@ def gcra(clock: ManualClock) -> FakeGcra:
     return FakeGcra(clock)
 
 
-async def test_far_from_the_limit_a_lease_saves_round_trips(clock: ManualClock, gcra: FakeGcra) -> None:
+async def test_far_from_the_limit_a_lease_saves_round_trips(
+    clock: ManualClock, gcra: FakeGcra
+) -> None:
     lim = replica(gcra, clock)
     limit = RateLimit(requests_per_minute=60_000)  # cap 60 credits a lease
     assert await admit(lim, limit, 1) == 1 and gcra.calls == 1
@@ -103,7 +105,9 @@ async def test_far_from_the_limit_a_lease_saves_round_trips(clock: ManualClock, 
     assert await admit(lim, limit, 60) == 60 and gcra.calls == 2
 
 
-async def test_the_lease_is_charged_in_redis_when_granted(clock: ManualClock, gcra: FakeGcra) -> None:
+async def test_the_lease_is_charged_in_redis_when_granted(
+    clock: ManualClock, gcra: FakeGcra
+) -> None:
     lim = replica(gcra, clock)
     await admit(lim, RateLimit(requests_per_minute=60_000), 1)
     assert gcra.tat["t:{rl:k}:requests"] == pytest.approx(clock.now * 1000 + 61)  # 1 + 60 ms
@@ -154,7 +158,9 @@ async def test_tokens_are_leased_in_like_requests(clock: ManualClock, gcra: Fake
     assert await lim.reserve("k", limit, big, 16) is not None and gcra.calls == 2  # too big
 
 
-async def test_a_reload_with_another_limit_voids_the_lease(clock: ManualClock, gcra: FakeGcra) -> None:
+async def test_a_reload_with_another_limit_voids_the_lease(
+    clock: ManualClock, gcra: FakeGcra
+) -> None:
     lim = replica(gcra, clock)
     await admit(lim, RateLimit(requests_per_minute=60_000), 1)
     await admit(lim, RateLimit(requests_per_minute=30_000), 1)
@@ -193,7 +199,9 @@ async def test_breaker_fallback_is_unchanged(clock: ManualClock, gcra: FakeGcra)
     assert gcra.calls == 2  # two failures opened the breaker
 
 
-async def test_a_held_lease_is_spent_while_redis_is_down(clock: ManualClock, gcra: FakeGcra) -> None:
+async def test_a_held_lease_is_spent_while_redis_is_down(
+    clock: ManualClock, gcra: FakeGcra
+) -> None:
     lim = replica(gcra, clock, share=0.5)
     limit = RateLimit(requests_per_minute=60_000)
     await admit(lim, limit, 1)
@@ -205,7 +213,9 @@ async def test_a_held_lease_is_spent_while_redis_is_down(clock: ManualClock, gcr
     assert await admit(lim, limit, 1) == 1 and lim.fallbacks == 1
 
 
-async def test_replicas_in_a_burst_admit_exactly_the_limit(clock: ManualClock, gcra: FakeGcra) -> None:
+async def test_replicas_in_a_burst_admit_exactly_the_limit(
+    clock: ManualClock, gcra: FakeGcra
+) -> None:
     limit = RateLimit(requests_per_minute=24_000)  # cap 24 credits a lease
     replicas = [replica(gcra, clock) for _ in range(4)]
     admitted = 0

@@ -6,8 +6,8 @@ import pytest
 
 from gateway.config import parse_config
 from gateway.errors import BadRequest, ModelNotFound
-from gateway.registry import Registry
-from tests.unit.test_config import ENV, GOOD
+from gateway.routing.table import Registry
+from tests.samples import ENV, GOOD
 
 
 @pytest.fixture

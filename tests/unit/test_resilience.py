@@ -6,8 +6,7 @@ from random import Random
 
 import pytest
 
-from gateway.attempts import attempt_order, retry_kind
-from gateway.config.schema import Ejection, Retry
+from gateway.config.routes import Ejection, Retry
 from gateway.errors import (
     UpstreamConnectError,
     UpstreamError,
@@ -15,6 +14,7 @@ from gateway.errors import (
     UpstreamStatus,
     UpstreamTimeout,
 )
+from gateway.proxy.attempts import attempt_order, retry_kind
 from gateway.resilience.budget import RetryBudget
 from gateway.resilience.health import HealthTable
 from tests.support import ManualClock
@@ -64,7 +64,9 @@ def test_retry_kinds_and_order() -> None:
     assert attempt_order("v2", ("v2", "v1", "v3"), ("v3", "v2")) == ("v2", "v3")
 
 
-def test_consecutive_failures_eject_and_backoff_doubles(table: HealthTable, clock: ManualClock) -> None:
+def test_consecutive_failures_eject_and_backoff_doubles(
+    table: HealthTable, clock: ManualClock
+) -> None:
     ejected: list[str] = []
     table.on_eject = lambda m, v: ejected.append(v)
     assert table.order("chat", PLAN, EJ) == PLAN

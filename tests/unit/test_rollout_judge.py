@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.rollout import (
+from gateway.canary import (
     Analysis,
     ArmCounts,
     CanarySettings,
@@ -28,8 +28,8 @@ from gateway.rollout import (
     snapshot,
     validate_canary,
 )
-from gateway.rollout.state import Status
-from gateway.rollout.stats import EProcess
+from gateway.canary.state import Status
+from gateway.canary.stats import EProcess
 
 T0 = 1000.0
 NO_WARMUP = Analysis(warmup_requests=0, warmup_s=0)

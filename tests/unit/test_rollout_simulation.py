@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from gateway.rollout import (
+from gateway.canary import (
     ArmCounts,
     CanarySettings,
     Evidence,
@@ -31,7 +31,7 @@ from gateway.rollout import (
     decide,
     initial_state,
 )
-from gateway.rollout.stats import HARM_THETAS, EProcess, abs_prior_b, safety_thetas
+from gateway.canary.stats import HARM_THETAS, EProcess, abs_prior_b, safety_thetas
 
 RATE, P_B, SLOW, BUCKET_S = 20.0, 0.02, 0.05, 10.0
 DOC = CanarySettings(

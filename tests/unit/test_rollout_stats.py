@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize, special, stats
 
-from gateway.rollout.projection import abs_samples, events_needed, format_projection, project, walk
-from gateway.rollout.settings import Analysis, CanarySettings, Step
-from gateway.rollout.stats import (
+from gateway.canary.projection import abs_samples, events_needed, format_projection, project, walk
+from gateway.canary.settings import Analysis, CanarySettings, Step
+from gateway.canary.stats import (
     HARM_THETAS,
     EProcess,
     abs_prior_b,

@@ -6,8 +6,8 @@ from random import Random
 
 import pytest
 
+from gateway.infra.clock import SharedClock
 from gateway.routing.shares import fair_shares, waterfill
-from gateway.store.clock import SharedClock
 
 
 def test_proportional_when_no_bound_binds() -> None:

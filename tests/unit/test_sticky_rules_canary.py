@@ -11,7 +11,7 @@ from gateway.config import parse_config
 from gateway.errors import ConfigError
 from gateway.routing import RequestContext, build_policy
 from gateway.routing.sticky import point
-from tests.unit.test_config import ENV, GOOD
+from tests.samples import ENV, GOOD
 
 CANARY = GOOD.replace(
     "      weights: {v1: 90, v2: 10}\n",
@@ -42,7 +42,7 @@ def ctx(session: str | None = None, **headers: str) -> RequestContext:
 
 
 def test_canary_config_parses_and_maps_to_judge_settings() -> None:
-    from gateway.rollout.from_config import canary_settings
+    from gateway.config.canary import canary_settings
 
     settings = canary_settings(model().routing.canary)
     assert (settings.baseline, settings.candidate) == ("v1", "v2")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.store.histogram import GROWTH, MAX_INDEX, MIN_MS, Histogram, bounds, bucket_of
+from gateway.livestats.histogram import GROWTH, MAX_INDEX, MIN_MS, Histogram, bounds, bucket_of
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 

@@ -11,10 +11,11 @@ import pytest
 from gateway.config.schema import Store
 from gateway.errors import StoreTimeout, StoreUnavailable
 from gateway.exchange import CLIENT_CANCEL, CLIENT_ERROR, SUCCESS, UPSTREAM_ERROR, Attempt
-from gateway.store import SharedClock, StoreSync
-from gateway.store.base import BucketKey, Fetched
-from gateway.store.breaker import Breaker
-from gateway.store.memory import MemoryStore
+from gateway.infra.breaker import Breaker
+from gateway.infra.clock import SharedClock
+from gateway.livestats import StoreSync
+from gateway.livestats.base import BucketKey, Fetched
+from gateway.livestats.memory import MemoryStore
 from tests.support import ManualClock
 
 SERIES = [("chat", "v1"), ("chat", "v2")]
@@ -57,7 +58,9 @@ def settings(**changes: object) -> Store:
     return Store.model_validate({"backend": "redis", "bucket_s": 5, "window_s": 30, **changes})
 
 
-def make(shared: bool = True, **changes: object) -> tuple[StoreSync, FakeShared | None, ManualClock]:
+def make(
+    shared: bool = True, **changes: object
+) -> tuple[StoreSync, FakeShared | None, ManualClock]:
     clock = ManualClock(100.0)
     shared_clock = SharedClock(clock, lambda: 1000.0)
     fake = FakeShared(clock) if shared else None

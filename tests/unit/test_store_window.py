@@ -13,13 +13,14 @@ import pytest
 
 from gateway.config.schema import Store
 from gateway.exchange import OUTCOMES, SUCCESS, TIMEOUT, Attempt
-from gateway.store import SharedClock, Snapshot, StoreSync, WindowStats
-from gateway.store import window as window_module
-from gateway.store.base import Batch, Fields, add_attempt, merge_batch
-from gateway.store.breaker import Breaker
-from gateway.store.histogram import Histogram
-from gateway.store.memory import MemoryStore
-from gateway.store.window import WINDOW_QS, BucketStats, summarize
+from gateway.infra.breaker import Breaker
+from gateway.infra.clock import SharedClock
+from gateway.livestats import Snapshot, StoreSync, WindowStats
+from gateway.livestats import window as window_module
+from gateway.livestats.base import Batch, Fields, add_attempt, merge_batch
+from gateway.livestats.histogram import Histogram
+from gateway.livestats.memory import MemoryStore
+from gateway.livestats.window import WINDOW_QS, BucketStats, summarize
 from tests.support import ManualClock
 
 SERIES = [("chat", "v1"), ("chat", "v2"), ("chat", "v1#canary"), ("embed", "v1")]

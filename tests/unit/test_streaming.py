@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from gateway.deadline import DeadlineWheel
 from gateway.exchange import STREAM_CUT, SUCCESS, TIMEOUT, Exchange
-from gateway.streaming import SseRelay, observe_usage_json, sse_error
+from gateway.proxy.deadline import DeadlineWheel
+from gateway.proxy.sse import SseRelay, observe_usage_json, sse_error
 
 EVENT = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
 DONE = b"data: [DONE]\n\n"

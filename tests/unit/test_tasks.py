@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.tasks import CurrentTask
+from gateway.infra.tasks import CurrentTask
 
 
 def test_finds_the_task_in_each_loop_it_is_used_from() -> None:

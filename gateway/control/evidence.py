@@ -1,0 +1,113 @@
+"""The canary's evidence: per-bucket counts per arm, read from the live-metrics snapshot.
+
+Analysis traffic (requests the canary split routed, routing reason `canary`; pinned and
+rule-routed requests excluded) is recorded a second time under the series `<version>#canary`
+(`ANALYSIS_TAG`), so each arm's counts hold only the analysis. A canary bucket is
+`analysis.bucket_s` rounded up to a multiple of `store.bucket_s`; index k covers
+[k·B, (k+1)·B) in shared-clock seconds and is complete once the snapshot was read at least
+`settle_s` after its end (every replica has flushed it by then).
+
+Per arm: `requests` = successes + version failures (client errors judge nothing), `failures` =
+`exchange.VERSION_FAILURES`, `latency_n` = successes with a latency (or TTFT) observation, `slow`
+= those above the threshold: the baseline's `slow_percentile` over the earlier buckets in the
+window (rounded up to its histogram bucket; the same threshold for both arms). Without earlier
+baseline observations a bucket carries no latency evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from gateway.canary.settings import CanarySettings
+from gateway.canary.state import ArmCounts, Evidence
+from gateway.livestats.base import ANALYSIS_TAG
+from gateway.livestats.histogram import Histogram, bucket_of
+from gateway.livestats.window import BucketStats, Snapshot
+
+
+def analysis_series(version: str) -> str:
+    return version + ANALYSIS_TAG
+
+
+def canary_bucket_s(analysis_bucket_s: int, store_bucket_s: int) -> int:
+    """The analysis bucket, a whole number of store buckets."""
+    return -(-analysis_bucket_s // store_bucket_s) * store_bucket_s
+
+
+def last_complete(now: float, bucket_s: int, settle_s: float) -> int:
+    """The index of the newest bucket that is complete at `now`."""
+    return int((now - settle_s) // bucket_s) - 1
+
+
+class SnapshotEvidence:
+    """Evidence from a `StoreSync`'s current snapshot (what the controller reads)."""
+
+    def __init__(
+        self, snapshot: Callable[[], Snapshot], store_bucket_s: int, settle_s: float
+    ) -> None:
+        self._snapshot = snapshot
+        self.store_bucket_s = store_bucket_s
+        self.settle_s = settle_s
+
+    def bucket_s(self, analysis_bucket_s: int) -> int:
+        return canary_bucket_s(analysis_bucket_s, self.store_bucket_s)
+
+    def buckets(
+        self, model: str, settings: CanarySettings, bucket_s: int, after: int
+    ) -> list[Evidence]:
+        snap = self._snapshot()
+        done = last_complete(snap.now, bucket_s, self.settle_s)
+        cand = _grouped(snap.buckets(model, analysis_series(settings.candidate)), bucket_s)
+        base = _grouped(snap.buckets(model, analysis_series(settings.baseline)), bucket_s)
+        out = []
+        for index in sorted(set(cand) | set(base)):
+            if after < index <= done:
+                threshold = _threshold(settings, base, index)
+                c = _counts(settings, cand.get(index, ()), threshold)
+                b = _counts(settings, base.get(index, ()), threshold)
+                out.append(Evidence(index, float(index * bucket_s), c, b))
+        return out
+
+    def done(self, bucket_s: int) -> int:
+        """The newest complete bucket index now (a resumed step starts after it)."""
+        return last_complete(self._snapshot().now, bucket_s, self.settle_s)
+
+
+def _grouped(buckets: Sequence[BucketStats], bucket_s: int) -> dict[int, list[BucketStats]]:
+    out: dict[int, list[BucketStats]] = {}
+    for b in buckets:
+        out.setdefault(b.start // bucket_s, []).append(b)
+    return out
+
+
+def _hist(settings: CanarySettings, bucket: BucketStats) -> Histogram:
+    return bucket.ttft if settings.analysis.metric == "ttft" else bucket.latency
+
+
+def _threshold(
+    settings: CanarySettings, base: dict[int, list[BucketStats]], index: int
+) -> int | None:
+    """The histogram bucket index at the baseline's slow percentile before bucket `index`."""
+    if not settings.latency_enabled:
+        return None
+    merged = Histogram()
+    for earlier, buckets in base.items():
+        if earlier < index:
+            for b in buckets:
+                merged.merge(_hist(settings, b))
+    value = merged.quantile(settings.analysis.slow_percentile / 100.0)
+    return None if value is None else bucket_of(value)
+
+
+def _counts(
+    settings: CanarySettings, buckets: Sequence[BucketStats], limit: int | None
+) -> ArmCounts:
+    requests = failures = latency_n = slow = 0
+    for b in buckets:
+        failures += b.failures
+        requests += b.successes + b.failures
+        if limit is not None:
+            hist = _hist(settings, b)
+            latency_n += int(hist.total)
+            slow += int(sum(c for i, c in hist.counts.items() if i > limit))
+    return ArmCounts(requests, failures, latency_n, slow)

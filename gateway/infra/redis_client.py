@@ -1,0 +1,72 @@
+"""The one place redis-py is configured and its exceptions are mapped onto the gateway's tree.
+
+Every Redis user (the metrics store, the control state, the shared rate limiter) builds its
+client with `connect` and awaits every call through `bounded` (Lua scripts through `script`):
+short socket and connect timeouts, no redis-py retries (callers have their own breakers), an
+outer asyncio deadline, and only `StoreTimeout` / `StoreUnavailable` ever leaving this module.
+The connection pool blocks: a call that finds every connection busy waits for one (within the
+same deadline) instead of failing at once — a burst of more concurrent calls than connections is
+not an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import redis.exceptions
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from gateway.errors import StoreTimeout, StoreUnavailable
+
+T = TypeVar("T")
+
+
+def connect(url: str, *, cluster: bool, timeout_s: float, max_connections: int = 8) -> Any:
+    """A redis-py asyncio client (a RedisCluster when `cluster`; its URL names any node)."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if cluster:
+        return RedisCluster.from_url(url, **options)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout_s, **options
+    )
+    return Redis.from_pool(pool)
+
+
+async def bounded(call: Awaitable[T], timeout_s: float) -> T:
+    """Await `call` within `timeout_s`, mapping every failure onto the store errors."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await call
+    except (TimeoutError, redis.exceptions.TimeoutError):
+        raise StoreTimeout(f"redis did not answer within {timeout_s:g}s") from None
+    except (redis.exceptions.RedisError, OSError) as exc:
+        raise StoreUnavailable(f"redis failed: {type(exc).__name__}") from None
+
+
+Script = Callable[[Sequence[str], Sequence[Any]], Awaitable[Any]]
+
+
+def script(client: Any, source: str, timeout_s: float) -> Script:
+    """A Lua script on `client` (EVALSHA, loaded on first use), each call bounded by `timeout_s`."""
+    registered = client.register_script(source)
+
+    async def call(keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await bounded(registered(keys=list(keys), args=list(args)), timeout_s)
+
+    return call
+
+
+async def close(client: Any, timeout_s: float) -> None:
+    """Close `client`, ignoring a Redis that is already gone."""
+    with contextlib.suppress(TimeoutError, OSError, redis.exceptions.RedisError):
+        await asyncio.wait_for(client.aclose(), timeout_s)

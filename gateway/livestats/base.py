@@ -1,0 +1,117 @@
+"""The live-metrics store protocol and what goes into it: per-version, per-time-bucket counters.
+
+A store holds, for each (model, version, bucket start), a flat map of integer counters (the same
+map in memory and in a Redis hash). Field names:
+
+    n             upstream attempts (every outcome)
+    o:<outcome>   attempts by outcome class (exchange.OUTCOMES)
+    l:<i>         latency histogram of successful attempts (histogram.bucket_of, in ms)
+    t:<i>         time-to-first-byte histogram of successful attempts
+    tp, tc        prompt / completion tokens from `usage`
+    s:<ms>        successful attempts slower than <ms> (one field per configured threshold)
+
+Only upstream-caused outcomes (exchange.VERSION_FAILURES) count against a version; client
+errors, client cancellations and upstream 429s are counted under their own outcome and enter no
+latency histogram, so clients cannot steer routing. Writes are increments (commutative, so
+several processes can add to one bucket); reads return whole buckets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.exchange import OUTCOMES, SUCCESS, Attempt
+from gateway.livestats.histogram import MAX_INDEX, bucket_of
+
+BucketKey = tuple[str, str, int]  # (model, version, bucket start in shared-clock seconds)
+Fields = dict[str, int]
+Batch = dict[BucketKey, Fields]
+
+REQUESTS = "n"
+PROMPT_TOKENS = "tp"
+COMPLETION_TOKENS = "tc"
+OUTCOME = "o:"
+LATENCY = "l:"
+TTFT = "t:"
+SLOW = "s:"
+ANALYSIS_TAG = "#canary"  # series suffix of canary-analysis attempts (also in the plain series)
+SHADOW_TAG = "#shadow"  # series suffix of shadow copies (only there: never the version's own)
+OUTCOME_FIELDS = {outcome: OUTCOME + outcome for outcome in OUTCOMES}
+LATENCY_FIELDS = tuple(f"{LATENCY}{i}" for i in range(MAX_INDEX + 1))
+TTFT_FIELDS = tuple(f"{TTFT}{i}" for i in range(MAX_INDEX + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A read: the buckets that exist (missing ones are absent) and the store's clock, if any."""
+
+    buckets: dict[BucketKey, Fields]
+    server_time: float | None
+
+
+class MetricsStore(Protocol):
+    """Where per-bucket counters live. Every method raises `StoreError` subclasses only."""
+
+    name: str
+
+    async def add(self, batch: Mapping[BucketKey, Mapping[str, int]]) -> None:
+        """Add every counter in `batch` to its bucket (creating it, refreshing its expiry)."""
+        ...
+
+    async def fetch(self, series: Sequence[tuple[str, str]], starts: Sequence[int]) -> Fetched:
+        """The buckets of each (model, version) in `series` at each start in `starts`."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def bucket_start(now: float, bucket_s: int) -> int:
+    return int(now // bucket_s) * bucket_s
+
+
+def window_starts(now: float, bucket_s: int, window_s: int) -> list[int]:
+    """Starts of the buckets overlapping (now − window_s, now], oldest first."""
+    last = bucket_start(now, bucket_s)
+    first = bucket_start(now - window_s, bucket_s) + bucket_s
+    return list(range(first, last + 1, bucket_s))
+
+
+def add_attempt(fields: Fields, attempt: Attempt, slow_ms: Sequence[int]) -> None:
+    """Add one attempt to a bucket's counters: its count, its outcome, and for a success its
+    latency and time-to-first-byte buckets and the slow thresholds it passed; then its tokens.
+    (Field names come from tables: this runs for every attempt.)"""
+    get = fields.get
+    fields[REQUESTS] = get(REQUESTS, 0) + 1
+    outcome = attempt.outcome
+    name = OUTCOME_FIELDS.get(outcome) or OUTCOME + outcome
+    fields[name] = get(name, 0) + 1
+    if outcome == SUCCESS:
+        duration_ms = attempt.duration * 1000.0
+        name = LATENCY_FIELDS[bucket_of(duration_ms)]
+        fields[name] = get(name, 0) + 1
+        if attempt.ttft is not None:
+            name = TTFT_FIELDS[bucket_of(attempt.ttft * 1000.0)]
+            fields[name] = get(name, 0) + 1
+        for threshold in slow_ms:
+            if duration_ms > threshold:
+                name = f"{SLOW}{threshold}"
+                fields[name] = get(name, 0) + 1
+    if attempt.prompt_tokens:
+        fields[PROMPT_TOKENS] = get(PROMPT_TOKENS, 0) + attempt.prompt_tokens
+    if attempt.completion_tokens:
+        fields[COMPLETION_TOKENS] = get(COMPLETION_TOKENS, 0) + attempt.completion_tokens
+
+
+def merge_batch(into: Batch, batch: Mapping[BucketKey, Mapping[str, int]]) -> None:
+    for key, fields in batch.items():
+        target = into.setdefault(key, {})
+        for name, count in fields.items():
+            target[name] = target.get(name, 0) + count
+
+
+def attempts_in(batch: Mapping[BucketKey, Mapping[str, int]]) -> int:
+    return sum(fields.get(REQUESTS, 0) for fields in batch.values())

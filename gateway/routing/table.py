@@ -1,0 +1,191 @@
+"""The runtime table the data path reads: models, immutable versions, aliases, policies.
+
+Built once from a validated config (`Registry.build`), never edited; a new config builds a new
+registry. Owns name resolution: `chat`, `chat@v2`, `chat@stable`, and the `x-gateway-version`
+header pin, each answered from dict lookups (no scans on the request path).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config.routes import Defaults, Ejection, Model, Retry, Timeouts, merged
+from gateway.config.schema import GatewayConfig
+from gateway.errors import BadRequest, ModelNotFound
+from gateway.routing import Policy, build_policy
+
+PROXY_PATHS = ("/chat/completions", "/completions", "/embeddings")
+
+
+@dataclass(frozen=True, slots=True)
+class VersionEntry:
+    model: str
+    id: str
+    upstream_model: str
+    urls: Mapping[str, str]  # gateway path ("/v1/chat/completions") -> upstream URL
+    api_key: str | None
+    metadata: Mapping[str, Any]
+    created: int
+    response_headers: tuple[tuple[bytes, bytes], ...]  # x-gateway-model / x-gateway-version
+    max_inflight: int | None
+
+    def describe(self, aliases: list[str]) -> dict[str, Any]:
+        return {
+            "id": f"{self.model}@{self.id}",
+            "object": "model",
+            "created": self.created,
+            "owned_by": "gateway",
+            "model": self.model,
+            "version": self.id,
+            "aliases": aliases,
+            "metadata": dict(self.metadata),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A resolved request: the model, and its pinned version (None: routing picks)."""
+
+    model: ModelEntry
+    pinned: VersionEntry | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    name: str
+    versions: Mapping[str, VersionEntry]
+    aliases: Mapping[str, str]
+    policy: Policy
+    timeouts: Timeouts
+    retry: Retry
+    ejection: Ejection
+    fallback: tuple[str, ...] | None
+
+    def version(self, ref: str) -> VersionEntry:
+        """A version by id or alias; 404 listing this model's versions and aliases if unknown."""
+        entry = self.versions.get(self.aliases.get(ref, ref))
+        if entry is None:
+            known = ", ".join([*sorted(self.versions), *sorted(self.aliases)])
+            raise ModelNotFound(
+                f"model {self.name!r} has no version or alias {ref!r} (known: {known})"
+            )
+        return entry
+
+    def describe(self) -> dict[str, Any]:
+        weights = self.policy.weights()
+        return {
+            "id": self.name,
+            "object": "model",
+            "created": min((v.created for v in self.versions.values()), default=0),
+            "owned_by": "gateway",
+            "aliases": dict(self.aliases),
+            "versions": [
+                {**v.describe(self.aliases_of(v.id)), "weight": weights.get(v.id, 0.0)}
+                for v in self.versions.values()
+            ],
+        }
+
+    def aliases_of(self, vid: str) -> list[str]:
+        return sorted(a for a, t in self.aliases.items() if t == vid)
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    models: Mapping[str, ModelEntry]
+
+    @classmethod
+    def build(
+        cls,
+        cfg: GatewayConfig,
+        environ: Mapping[str, str],
+        revision: str = "",
+        canary_weights: Mapping[str, float] | None = None,
+    ) -> Registry:
+        weights = canary_weights or {}
+        models = {
+            name: _model_entry(name, m, cfg.defaults, environ, revision, weights.get(name))
+            for name, m in cfg.models.items()
+        }
+        return cls(models)
+
+    def model(self, name: str, visible: Callable[[str], bool] = lambda _: True) -> ModelEntry:
+        """A model by public name; 404 listing the models the caller may see if unknown."""
+        model = self.models.get(name)
+        if model is None:
+            known = ", ".join(sorted(m for m in self.models if visible(m))) or "none"
+            raise ModelNotFound(f"model {name!r} does not exist (known models: {known})")
+        return model
+
+    def resolve(
+        self,
+        requested: str,
+        header_pin: str | None,
+        visible: Callable[[str], bool] = lambda _: True,
+    ) -> Target:
+        name, sep, ref = requested.partition("@")
+        model = self.model(name, visible)
+        if sep and header_pin is not None and model.version(ref) is not model.version(header_pin):
+            raise BadRequest(
+                f"conflicting pins: model {requested!r} and x-gateway-version {header_pin!r}"
+            )
+        pin = ref if sep else header_pin
+        return Target(model, model.version(pin) if pin is not None else None)
+
+    def describe(self, visible: Callable[[str], bool] = lambda _: True) -> dict[str, Any]:
+        data = [m.describe() for m in self.models.values() if visible(m.name)]
+        return {"object": "list", "data": data}
+
+
+def _model_entry(
+    name: str,
+    model: Model,
+    defaults: Defaults,
+    environ: Mapping[str, str],
+    revision: str,
+    canary_weight: float | None = None,
+) -> ModelEntry:
+    versions = {}
+    for vid, version in model.versions.items():
+        up = version.upstream
+        versions[vid] = VersionEntry(
+            model=name,
+            id=vid,
+            upstream_model=up.model,
+            urls={f"/v1{p}": f"{up.url}{p}" for p in PROXY_PATHS},
+            api_key=environ.get(up.api_key_env) if up.api_key_env else None,
+            metadata=version.metadata,
+            created=_epoch(version.metadata.get("created")),
+            response_headers=(
+                (b"x-gateway-model", name.encode()),
+                (b"x-gateway-version", vid.encode()),
+                (b"x-gateway-config-revision", revision.encode()),
+            ),
+            max_inflight=version.max_inflight,
+        )
+    r = model.routing
+    return ModelEntry(
+        name=name,
+        versions=versions,
+        aliases=dict(model.aliases),
+        policy=build_policy(name, model, canary_weight),
+        timeouts=merged(defaults.timeouts, r.timeouts),
+        retry=merged(defaults.retry, r.retry),
+        ejection=merged(defaults.ejection, r.ejection),
+        fallback=r.fallback,
+    )
+
+
+def _epoch(created: Any) -> int:
+    """OpenAI's `created` is a Unix time: take it from the lineage `created` date, if any."""
+    if isinstance(created, int | float) and not isinstance(created, bool):
+        return int(created)
+    if isinstance(created, str):
+        try:
+            when = dt.datetime.fromisoformat(created)
+        except ValueError:
+            return 0
+        return int(when.replace(tzinfo=when.tzinfo or dt.UTC).timestamp())
+    return 0

@@ -1,0 +1,94 @@
+"""Hot reload: re-read the config file on change, on SIGHUP, or on `POST /admin/reload`.
+
+A new config is validated whole (the same `load_config` as start-up) and swapped in atomically;
+a bad one is rejected with its reasons (returned to the admin caller, logged, counted in
+`gateway_config_reloads_total{result="rejected"}`) and the running config stays. Requests in
+flight finish on the config they started with (they hold their own `Runtime`). `listen` and
+`store` are read at start-up only; a reload that changes them says so and keeps the old ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.config import load_config
+from gateway.errors import ConfigError
+from gateway.observability.logs import event
+from gateway.runtime.current import Current
+from gateway.runtime.snapshot import Runtime
+
+log = logging.getLogger("gateway.reload")
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    ok: bool
+    revision: str
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+class Reloader:
+    def __init__(
+        self, current: Current, path: str, environ: Mapping[str, str] | None = None
+    ) -> None:
+        self._current = current
+        self._path = path
+        self._environ = environ
+        self._lock = asyncio.Lock()
+        self._seen = self._fingerprint()
+
+    def reload(self) -> ReloadResult:
+        """Validate the file and swap it in, or keep the running config and say why."""
+        old = self._current.runtime
+        self._seen = self._fingerprint()
+        try:
+            cfg = load_config(self._path, self._environ)
+        except ConfigError as err:
+            old.metrics.reloads.labels("rejected").inc()
+            log.error(
+                "config reload rejected, keeping revision %s: %s",
+                old.revision,
+                "; ".join(err.problems),
+            )
+            return ReloadResult(False, old.revision, tuple(err.problems))
+        notes = tuple(
+            f"{key} changes need a restart (kept the running value)"
+            for key in ("listen", "store")
+            if getattr(cfg, key) != getattr(old.config, key)
+        )
+        cfg = cfg.model_copy(update={"listen": old.config.listen, "store": old.config.store})
+        environ = os.environ if self._environ is None else self._environ
+        runtime = Runtime.build(cfg, old.metrics, environ, old.overrides)  # keeps the overrides
+        self._current.swap(runtime)
+        old.metrics.reloads.labels("applied").inc()
+        event(
+            log,
+            "reload",
+            f"config reloaded: revision {old.revision} -> {runtime.revision}",
+            result="applied",
+            revision=runtime.revision,
+            previous=old.revision,
+            notes=notes,
+        )
+        return ReloadResult(True, runtime.revision, notes=notes)
+
+    async def watch(self, interval_s: float = 1.0) -> None:
+        """Poll the file (mtime, size and content hash) and reload when it changes."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self._fingerprint() != self._seen:
+                async with self._lock:
+                    self.reload()
+
+    def _fingerprint(self) -> str:
+        try:
+            with open(self._path, "rb") as fh:
+                return hashlib.sha256(fh.read()).hexdigest()
+        except OSError:
+            return ""

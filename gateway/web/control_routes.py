@@ -1,0 +1,216 @@
+"""Admin routes of the control plane: weights, aliases, and canary status and actions.
+
+    PUT  /admin/models/{model}/weights           {"weights": {"v1": 90, "v2": 10}, "generation"?}
+    PUT  /admin/models/{model}/aliases/{alias}   {"version": "v2", "generation"?}
+    GET  /admin/models/{model}/canary            state, step, weight, snapshot, history
+    POST /admin/models/{model}/canary/{action}   pause | resume | promote | rollback
+
+Writes are validated like the config (known versions, non-negative weights, not all zero, alias
+names well-formed and distinct from versions: 422 with `problems`), then compare-and-set on the
+model's control generation (the body's `generation` if given, else the current one): of two
+concurrent writers one gets 200 and the other 409. Every change is applied on this replica at
+once and on the others within one poll, and writes one audit event line (never the token).
+Unknown models are 404; the store being unreachable is 503.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from gateway.config.base import NAME_RE
+from gateway.control.controller import CanaryController
+from gateway.control.plane import ControlPlane
+from gateway.control.service import Control
+from gateway.control.store import Value
+from gateway.errors import BadRequest
+from gateway.observability.logs import event
+from gateway.runtime.current import Current
+from gateway.web.openapi import ERROR
+
+log = logging.getLogger("gateway.admin")
+ERR: dict[str, Any] = {"content": {"application/json": {"schema": ERROR}}}
+PROBLEMS: dict[str, Any] = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error", "problems"],
+                "properties": {
+                    "error": ERROR["properties"]["error"],  # type: ignore[index]
+                    "problems": {"type": "array", "items": {"type": "string"}},
+                },
+            }
+        }
+    }
+}
+WRITE: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Unknown model", **ERR},
+    409: {"description": "Stale generation or a concurrent write won", **ERR},
+    422: {"description": "Invalid body: every problem listed", **PROBLEMS},
+    503: {"description": "The control store is unavailable", **ERR},
+}
+CANARY: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Unknown model", **ERR},
+    409: {"description": "No canary, a transition its state does not allow, or a race", **ERR},
+    503: {"description": "The control store is unavailable", **ERR},
+}
+GENERATION = {"type": "integer", "minimum": 0, "description": "expected control generation"}
+WEIGHTS_BODY = {
+    "type": "object",
+    "required": ["weights"],
+    "properties": {
+        "weights": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}},
+        "generation": GENERATION,
+    },
+}
+ALIAS_BODY = {
+    "type": "object",
+    "required": ["version"],
+    "properties": {"version": {"type": "string"}, "generation": GENERATION},
+}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _invalid(problems: list[str]) -> JSONResponse:
+    message = "; ".join(problems)
+    error = {"message": message, "type": "invalid_request_error", "code": "invalid_change"}
+    return JSONResponse({"error": error, "problems": problems}, status_code=422)
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return data
+
+
+def _generation(data: dict[str, Any], problems: list[str]) -> int | None:
+    value = data.get("generation")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        problems.append("generation: must be a non-negative integer")
+        return None
+    return value
+
+
+def weight_problems(model: str, versions: Any, weights: Any, strategy: str) -> list[str]:
+    """What is wrong with a weights override, in the config's words (empty: valid)."""
+    path = f"models.{model}.routing.weights"
+    if not isinstance(weights, dict) or not weights:
+        return [f"{path}: must be a non-empty object of version: weight"]
+    problems = []
+    if strategy == "canary":
+        problems.append(f"{path}: the canary sets this model's weights; use the canary actions")
+    for vid, w in weights.items():
+        if vid not in versions:
+            problems.append(f"{path}.{vid}: unknown version {vid!r}")
+        if not isinstance(w, int | float) or isinstance(w, bool) or not 0 <= w < float("inf"):
+            problems.append(f"{path}.{vid}: must be a non-negative number")
+    if not problems and sum(weights.values()) <= 0:
+        problems.append(f"{path}: at least one weight must be positive")
+    return problems
+
+
+def add_control_routes(router: APIRouter, current: Current, control: Control) -> None:
+    """Register the control routes on the (token-guarded) admin router."""
+    _override_routes(router, current, control.plane)
+    _canary_routes(router, current, control.controller)
+
+
+def _override_routes(router: APIRouter, current: Current, plane: ControlPlane) -> None:
+
+    @router.put(
+        "/models/{model}/weights",
+        summary="Override the routing weights (CAS on the generation; all replicas)",
+        responses=WRITE,
+        openapi_extra=_body(WEIGHTS_BODY),
+    )
+    async def set_weights(model: str, request: Request) -> JSONResponse:
+        entry = current.runtime.registry.model(model)
+        data = await _json(request)
+        weights = data.get("weights")
+        strategy = current.runtime.config.models[model].routing.strategy
+        problems = weight_problems(model, entry.versions, weights, strategy)
+        expected = _generation(data, problems)
+        if problems or not isinstance(weights, dict):
+            return _invalid(problems)
+        clean = {v: float(w) for v, w in weights.items()}
+
+        def change(value: Value) -> Value:
+            value["weights"] = clean
+            return value
+
+        value = await plane.update(model, change, expected)
+        before = entry.policy.weights()
+        event(log, "admin_weights", f"weights of {model} set", model=model, weights=clean,
+              before=before, generation=value["generation"])  # fmt: skip
+        return JSONResponse({"model": model, "weights": clean, "generation": value["generation"]})
+
+    @router.put(
+        "/models/{model}/aliases/{alias}",
+        summary="Point an alias at a version (CAS on the generation; all replicas)",
+        responses=WRITE,
+        openapi_extra=_body(ALIAS_BODY),
+    )
+    async def set_alias(model: str, alias: str, request: Request) -> JSONResponse:
+        entry = current.runtime.registry.model(model)
+        data = await _json(request)
+        target = data.get("version")
+        path = f"models.{model}.aliases.{alias}"
+        problems = []
+        if not NAME_RE.match(alias) or alias in entry.versions:
+            problems.append(f"{path}: invalid alias name (or the name of a version)")
+        if not isinstance(target, str) or target not in entry.versions:
+            problems.append(f"{path}: unknown version {target!r}")
+        expected = _generation(data, problems)
+        if problems:
+            return _invalid(problems)
+
+        def change(value: Value) -> Value:
+            value["aliases"] = {**(value.get("aliases") or {}), alias: target}
+            return value
+
+        value = await plane.update(model, change, expected)
+        generation = value["generation"]
+        before = entry.aliases.get(alias)
+        event(log, "admin_alias", f"alias {model}@{alias} -> {target}", model=model, alias=alias,
+              version=target, before=before, generation=generation)  # fmt: skip
+        body = {"model": model, "alias": alias, "version": target}
+        return JSONResponse({**body, "generation": generation})
+
+
+def _canary_routes(router: APIRouter, current: Current, controller: CanaryController) -> None:
+    @router.get(
+        "/models/{model}/canary",
+        summary="The canary's state, step, weight, live numbers and decision history",
+        responses=CANARY,
+    )
+    async def canary_status(model: str) -> JSONResponse:
+        current.runtime.registry.model(model)
+        return JSONResponse(await controller.status(model))
+
+    @router.post(
+        "/models/{model}/canary/{action}",
+        summary="pause | resume | promote | rollback the canary (applied on all replicas)",
+        responses=CANARY,
+    )
+    async def canary_action(
+        model: str, action: Literal["pause", "resume", "promote", "rollback"]
+    ) -> JSONResponse:
+        current.runtime.registry.model(model)
+        record = await controller.act(model, action, f"manual {action} via the admin API")
+        event(log, "admin_canary", f"canary {model}: manual {action}", model=model, action=action,
+              generation=record.generation)  # fmt: skip
+        status = await controller.status(model)
+        return JSONResponse({**status, "decision": record.to_dict()})
