@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from gateway.canary.validate import validate_canary
-from gateway.config.base import check_name
+from gateway.config.base import WEIGHT_RULE, check_name, weight_ok
 from gateway.config.canary import canary_settings
 from gateway.config.schema import GatewayConfig
 from gateway.config.yamlsource import Path
@@ -99,8 +99,8 @@ def _check_weights(
         if vid not in versions:
             yield (*wpath, vid), f"unknown version {vid!r} (known: {known})"
         if isinstance(weight, int | float) and not isinstance(weight, bool):
-            if weight < 0 or not math.isfinite(weight):
-                yield (*wpath, vid), f"weight must be a finite number >= 0, got {weight}"
+            if not weight_ok(weight):
+                yield (*wpath, vid), f"weight {WEIGHT_RULE}, got {weight}"
             numbers.append(weight)
     if numbers and len(numbers) == len(weights) and all(w == 0 for w in numbers):
         yield wpath, "weights are all zero: no version would get traffic"

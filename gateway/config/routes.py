@@ -257,7 +257,8 @@ class Routing(Strict):
     )
     weights: dict[str, float] | None = Field(
         None,
-        description="Version → relative weight (0 keeps a version registered but idle); "
+        description="Version → relative weight, a finite number from 0 to 1e6 (0 keeps a version "
+        "registered but idle); "
         "optional with one version or a `stable` alias. With `performance`: ceilings in percent.",
     )
     performance: Performance | None = Field(None, description="With `strategy: performance`.")
