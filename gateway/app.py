@@ -48,7 +48,7 @@ from gateway.proxy.endpoint import ProxyEndpoint
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.shadow import Shadow
 from gateway.proxy.upstream import AiohttpTransport, Transport
-from gateway.ratelimit import LocalLimiter, build_limiter
+from gateway.ratelimit import FallbackReport, Limiter, LocalLimiter, build_limiter
 from gateway.resilience.health import HealthTable
 from gateway.routing.recompute import Recomputer
 from gateway.routing.table import PROXY_PATHS
@@ -78,6 +78,7 @@ class Parts:
     forwarder: Forwarder
     health: HealthTable
     endpoint: ProxyEndpoint
+    limiter: Limiter
     sync: StoreSync
     recomputer: Recomputer
     control: Control
@@ -182,11 +183,15 @@ def _build(
         sync.record_exchange(ex)
         control.observe(ex)
 
+    report = FallbackReport(
+        metrics.ratelimit_fallback, metrics.ratelimit_breaker_open, time.monotonic
+    )
+    limiter = build_limiter(cfg, env, Random(rng.random()), LocalLimiter(time.monotonic), report)
     endpoint = ProxyEndpoint(
         current,
         PlanRunner(forwarder, health, metrics),
         health,
-        build_limiter(cfg, env, Random(rng.random()), LocalLimiter(time.monotonic)),
+        limiter,
         access,
         rng,
         record,
@@ -202,8 +207,8 @@ def _build(
     )
     reloader = Reloader(current, config_path, env) if config_path else None
     return Parts(
-        current, metrics, forwarder, health, endpoint, sync, recomputer, control, shadow, access,
-        reloader, None,
+        current, metrics, forwarder, health, endpoint, limiter, sync, recomputer, control, shadow,
+        access, reloader, None,
     )  # fmt: skip
 
 
@@ -219,6 +224,7 @@ def _lifespan(
         parts.forwarder.transport = transport()
         await parts.sync.start()
         await parts.control.start()
+        await parts.limiter.start()
         loop = asyncio.get_running_loop()
         tasks = [
             loop.create_task(parts.sync.run()),
@@ -242,6 +248,7 @@ def _lifespan(
             await parts.control.stop()
             await parts.shadow.stop()
             await parts.sync.stop()
+            await parts.limiter.stop()
             await parts.forwarder.close()
 
     return lifespan
