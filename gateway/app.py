@@ -34,7 +34,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
 from gateway.config import GatewayConfig, load_config
-from gateway.config.schema import Limits
+from gateway.config.schema import Admin, Limits
 from gateway.control.service import Control, build_control
 from gateway.errors import ClientError
 from gateway.exchange import Exchange
@@ -58,6 +58,7 @@ from gateway.runtime.snapshot import Runtime
 from gateway.server.admin_listener import AdminListener
 from gateway.web import openapi
 from gateway.web.admin import admin_router
+from gateway.web.admin_auth import AdminAuth, FailureThrottle, Sessions
 from gateway.web.public import build_admin_web, build_web
 
 PROXY_ROUTES = frozenset(f"/v1{p}" for p in PROXY_PATHS)
@@ -146,14 +147,15 @@ def create_app(
     parts = _build(cfg, env, rng, config_path, clock)
     current = parts.current
     token = env.get(cfg.admin.token_env, "") if cfg.admin.token_env else ""
-    if token and cfg.admin.listen is not None:
+    auth = _admin_auth(token, parts) if token else None
+    if auth is not None and cfg.admin.listen is not None:
         admin_web = build_admin_web()
-        admin_web.include_router(_admin_routes(token, parts))
+        admin_web.include_router(_admin_routes(auth, parts))
         listener = AdminListener(admin_web, cfg.admin.listen)
         parts = replace(parts, admin=listener)
-    web = build_web(current, _lifespan(parts, transport))
-    if token and parts.admin is None:
-        web.include_router(_admin_routes(token, parts))
+    web = build_web(current, _lifespan(parts, transport), auth)
+    if auth is not None and parts.admin is None:
+        web.include_router(_admin_routes(auth, parts))
     openapi.install(web, lambda: sorted(current.runtime.registry.models))
     return App(parts, web)
 
@@ -212,8 +214,20 @@ def _build(
     )  # fmt: skip
 
 
-def _admin_routes(token: str, parts: Parts) -> APIRouter:
-    return admin_router(token, parts.current, parts.reloader, parts.control, parts.sync)
+def _admin_auth(token: str, parts: Parts) -> AdminAuth:
+    """One per process: the client port's admin routes, the admin listener and `/metrics`
+    share its throttle."""
+
+    def admin() -> Admin:  # read on every use: follows reloads
+        return parts.current.runtime.config.admin
+
+    sessions = Sessions(parts.control.plane.store, lambda: admin().session_ttl_s)
+    throttle = FailureThrottle(lambda: admin().max_failures_per_minute, time.monotonic)
+    return AdminAuth(token, sessions, throttle, parts.metrics.admin_auth_failed)
+
+
+def _admin_routes(auth: AdminAuth, parts: Parts) -> APIRouter:
+    return admin_router(auth, parts.current, parts.reloader, parts.control, parts.sync)
 
 
 def _lifespan(

@@ -125,6 +125,25 @@ class Admin(Strict):
     listen: AdminListen | None = Field(
         None, description="Serve the admin surface only there (none on the client port)."
     )
+    session_ttl_s: int = Field(
+        8 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="A status-page session ends this long after sign-in (sooner on sign-out).",
+    )
+    secure_cookie: Literal["auto", "always"] = Field(
+        "auto",
+        description="`auto`: the session cookie is `Secure` when the request came over https "
+        "(directly, or as `X-Forwarded-Proto` from `listen.trusted_proxies`); `always`: set it "
+        "anyway (TLS terminated by a proxy the gateway does not trust for headers).",
+    )
+    max_failures_per_minute: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="Wrong admin tokens one source address may send a minute; beyond, every "
+        "admin authentication from it gets 429 with `Retry-After` until the minute is over.",
+    )
 
     @field_validator("token_env")
     @classmethod
@@ -213,6 +232,23 @@ class Limits(Strict):
     )
 
 
+class MetricsAccess(Strict):
+    """Who may read `GET /metrics` on the client port."""
+
+    require: Literal["none", "key", "admin"] = Field(
+        "none",
+        description="`none`: anyone who reaches the port (compatible default); `key`: a client "
+        "key listed in `key_ids`; `admin`: the admin token. The admin surface always serves "
+        "the same text at `GET /admin/metrics` (the recommended scrape target).",
+    )
+    key_ids: tuple[str, ...] = Field(
+        (),
+        strict=False,
+        description="With `require: key`: ids of the client keys that may scrape (a dedicated "
+        "key for Prometheus, not the tenants' keys).",
+    )
+
+
 class Logging(Strict):
     """Log lines on standard error."""
 
@@ -243,6 +279,7 @@ class GatewayConfig(Strict):
     admin: Admin = Field(Admin(), description="The admin API.")
     auth: Auth | None = Field(None, description="Client keys (none: an open gateway).")
     drain: Drain = Field(Drain(), description="Graceful shutdown.")
+    metrics: MetricsAccess = Field(MetricsAccess(), description="Access to `/metrics`.")
     logging: Logging = Field(Logging(), description="Logs.")
     defaults: Defaults = Field(Defaults(), description="Route settings every model inherits.")
     models: dict[str, Model] = Field(min_length=1, description="Public model name → model.")

@@ -138,6 +138,17 @@ class Metrics:
             "1 while the shared rate limiter's Redis breaker is open (limits judged locally)",
         ).labels()
 
+        self.admin_auth_failures = x.counter(
+            "gateway_admin_auth_failures_total",
+            "Admin authentications refused: a wrong token (rejected) or a throttled address",
+            ("result",),
+        )
+        for result in ("rejected", "throttled"):
+            self.admin_auth_failures.labels(result)
+
+    def admin_auth_failed(self, result: str) -> None:
+        self.admin_auth_failures.labels(result).inc()
+
     def ratelimit_fallback(self, reason: str) -> None:
         self.ratelimit_fallbacks.labels(reason).inc()
 
