@@ -124,7 +124,7 @@ class SharedLimiter:
         self._breaker = breaker
         self._clock = clock
         self._slots = asyncio.Semaphore(slots)  # one per pooled connection: calls never wait
-        self._queue_s = queue_s  # inside redis-py, so the Redis budget times Redis alone
+        self._queue_s = queue_s  # the wait for a free connection, kept out of the Redis budget
         self.report = report or FallbackReport(lambda _: None, lambda _: None, clock)
         self._warm = warm
         self._close = close
