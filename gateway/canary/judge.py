@@ -13,12 +13,14 @@ the cursor is ignored), then checks the rules in this order; the first that hold
 5. max_duration → hold (pause, inconclusive) or rollback, per `on_inconclusive`;
 6. otherwise nothing: no record is written (a status page reads `snapshot()` instead).
 
-While paused only rules 1 and 3 run (rolling back stays possible, nothing advances), plus, when
-paused for an incident, its end: once the baseline's last bucket is back below the incident
-level the step's analysis restarts (`resume`, rule `incident.end`). Promoted and rolled-back
-canaries ignore evidence. Every transition increments `generation` (the controller's
-compare-and-set token) and returns a `DecisionRecord`. Manual `pause`, `resume`, `promote` and
-`rollback` are pure too; `resume` restarts the current step's analysis window.
+While paused only rules 1 and 3 run (rolling back stays possible, nothing advances). Paused for
+an incident, rule 1 waits too (its runs and rates include the incident) and the incident's end
+is checked: once the baseline's last bucket is back below half the guardrail cap the step's
+analysis restarts (`resume`, rule `incident.end`) and the guardrails judge the next bucket.
+Promoted and rolled-back canaries ignore evidence. Every transition increments `generation`
+(the controller's compare-and-set token) and returns a `DecisionRecord`. Manual `pause`,
+`resume`, `promote` and `rollback` are pure too; `resume` restarts the current step's analysis
+window.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from gateway.canary.stats import (
     below_log_e,
     capped_exp,
     lower_bound,
+    poisson_sf,
     srm_log_e,
     srm_test,
     upper_bound,
@@ -52,6 +55,7 @@ from gateway.errors import GatewayError
 
 SRM_SETTLE_S = 2.0  # buckets starting this soon after a step change skip the SRM counts
 INCIDENT_SHARE = 0.5  # the baseline fails at ≥ this × the candidate's rate (at most the cap)
+INCIDENT_P, INCIDENT_MIN_FAILURES = 1e-3, 3  # ... or far more often than before the window
 PAUSE_REASONS: Mapping[str, PauseReason] = {
     "srm_freeze": "srm",
     "hold": "inconclusive",
@@ -136,7 +140,7 @@ def _apply(settings: CanarySettings, state: CanaryState, ev: Evidence) -> Canary
         harm_ttft = harm_ttft.update(c.ttft_n, b.ttft_n, c.ttft_slow, b.ttft_slow)
         safe_ttft = safe_ttft.update(c.ttft_n, b.ttft_n, c.ttft_slow, b.ttft_slow)
     (n_c, k_c), (n_b, k_b) = c.error_units(ev.sessions), b.error_units(ev.sessions)
-    srm_c, srm_b = (c.new_sessions, b.new_sessions) if ev.sessions else (c.requests, b.requests)
+    srm_c, srm_b = n_c, n_b
     return CanaryState(  # built directly: dataclasses.replace is slow on this per-bucket path
         status=state.status,
         step=state.step,
@@ -172,28 +176,46 @@ def _verdict(settings: CanarySettings, state: CanaryState, now: float) -> _Verdi
     return None
 
 
-def incident(settings: CanarySettings, candidate: ArmCounts, baseline: ArmCounts) -> bool:
+def incident(
+    settings: CanarySettings, candidate: ArmCounts, baseline: ArmCounts, before: ArmCounts
+) -> bool:
     """Whether the baseline fails too in the same window: at least INCIDENT_SHARE × the
-    candidate's failure rate there, or × the guardrail cap when that is lower."""
+    candidate's failure rate there (or × the guardrail cap when that is lower), or improbably
+    often for its own rate `before` the window (Poisson tail < INCIDENT_P: an incident that began
+    late in the window, while a run of candidate failures filled it)."""
     cap = settings.guardrails.max_error_rate
     rate_b, rate_c = baseline.error_rate, candidate.error_rate
     if rate_b is None:
         return False
-    return rate_b >= INCIDENT_SHARE * min(cap if rate_c is None else rate_c, cap)
+    if rate_b >= INCIDENT_SHARE * min(cap if rate_c is None else rate_c, cap):
+        return True
+    usual = (before.failures + 1) / (before.requests + 1)
+    k = baseline.failures
+    return k >= INCIDENT_MIN_FAILURES and poisson_sf(k, usual * baseline.requests) < INCIDENT_P
 
 
 def _guardrail(settings: CanarySettings, state: CanaryState, now: float) -> _Verdict | None:
-    g, c = settings.guardrails, state.step_candidate
+    g = settings.guardrails
+    if state.pause_reason == "incident":
+        return None  # runs and rates that include the incident: judged again once it ends
     if state.streak >= g.consecutive_failures:
-        window = (state.last_candidate, state.last_baseline)  # the bucket the run ended in
         what = f"{state.streak} candidate failures in a row (limit {g.consecutive_failures})"
+        base, before = state.last_baseline, state.total_baseline.minus(state.last_baseline)
+        window = (state.last_candidate, base, before)  # the bucket the run ended in
         return _blame(settings, state, "guardrail.consecutive_failures", what, *window)
-    if c.requests >= g.min_requests and c.failures > g.max_error_rate * c.requests:
+    sessions = state.srm_sessions  # with a sticky key the rate counts sessions, each once
+    cand, base, total = (
+        ArmCounts(*arm.error_units(sessions))
+        for arm in (state.step_candidate, state.step_baseline, state.total_baseline)
+    )
+    if cand.requests >= g.min_requests and cand.failures > g.max_error_rate * cand.requests:
+        unit = "sessions" if sessions else "requests"
         what = (
-            f"candidate error rate {c.failures}/{c.requests} above the cap {g.max_error_rate:.0%}"
-            f" (checked from {g.min_requests} requests)"
+            f"candidate error rate {cand.failures}/{cand.requests} {unit} above the cap"
+            f" {g.max_error_rate:.0%} (checked from {g.min_requests})"
         )
-        return _blame(settings, state, "guardrail.max_error_rate", what, c, state.step_baseline)
+        window = (cand, base, total.minus(base))
+        return _blame(settings, state, "guardrail.max_error_rate", what, *window)
     return None
 
 
@@ -204,12 +226,13 @@ def _blame(
     what: str,
     candidate: ArmCounts,
     baseline: ArmCounts,
+    before: ArmCounts,
 ) -> _Verdict | None:
     """Roll back for a guardrail, unless the baseline fails too in the same window (pause)."""
-    if not incident(settings, candidate, baseline):
+    if not incident(settings, candidate, baseline, before):
         return _Verdict("rollback", rule, what)
     if state.status == "paused":
-        return None  # already paused (incident or otherwise): wait for the incident to end
+        return None  # paused for another reason: harm can still roll back, nothing advances
     msg = (
         f"{what}, but the baseline fails too in the same window ({baseline.failures}/"
         f"{baseline.requests}): an incident on both versions, analysis paused until it ends"
@@ -221,8 +244,7 @@ def _incident_end(settings: CanarySettings, state: CanaryState, now: float) -> _
     if state.pause_reason != "incident" or not state.last_baseline.requests:
         return None
     level = INCIDENT_SHARE * settings.guardrails.max_error_rate
-    base, cand = state.last_baseline.error_rate or 0.0, state.last_candidate.error_rate or 0.0
-    if base >= level or cand > settings.guardrails.max_error_rate:
+    if (state.last_baseline.error_rate or 0.0) >= level:
         return None
     msg = (
         f"incident over: baseline {state.last_baseline.failures}/{state.last_baseline.requests}"

@@ -33,9 +33,9 @@ class ArmCounts:
     observation eligible for the tail test (successful; for TTFT, streamed); `slow` of them were
     above the threshold. With `metric: both`, `ttft_n` / `ttft_slow` are the same for TTFT.
 
-    With a sticky key (`Evidence.sessions`), `new_sessions` counts sessions first seen in the
-    bucket (the SRM's unit), `sessions` the distinct sessions active in it and `failed_sessions`
-    those with at least one failure (the error tests' unit). All default to 0."""
+    With a sticky key (`Evidence.sessions`), `sessions` counts the sessions first seen in the
+    bucket and `failed_sessions` those of them with a failure in it: each session is one unit,
+    once, for the SRM and the error tests (docs/canary.md, "Sticky sessions")."""
 
     requests: int = 0
     failures: int = 0  # outcome in exchange.VERSION_FAILURES
@@ -45,7 +45,6 @@ class ArmCounts:
     ttft_slow: int = 0
     sessions: int = 0
     failed_sessions: int = 0
-    new_sessions: int = 0
 
     def check(self) -> None:
         """Raise ValueError unless the counts are consistent (Evidence checks its arms)."""
@@ -70,7 +69,12 @@ class ArmCounts:
             self.ttft_slow + (other.ttft_slow if latency else 0),
             self.sessions + other.sessions,
             self.failed_sessions + other.failed_sessions,
-            self.new_sessions + other.new_sessions,
+        )
+
+    def minus(self, other: ArmCounts) -> ArmCounts:
+        """The requests and failures of these counts without `other`'s (never below 0)."""
+        return ArmCounts(
+            max(0, self.requests - other.requests), max(0, self.failures - other.failures)
         )
 
     def error_units(self, sessions: bool) -> tuple[int, int]:
@@ -93,9 +97,9 @@ class Evidence:
     `bucket` is a strictly increasing index (e.g. floor(start / bucket_s)); the judge applies
     each bucket once and ignores replays. `consecutive_failures` is the longest run of candidate
     failures in a row seen in this bucket, counting a run carried in from earlier buckets.
-    `sessions` says the arms carry session counts (a sticky key): the SRM then counts new
-    sessions and the error tests count sessions with a failure, so that failures clustered by
-    session do not count as independent evidence (docs/canary.md, "Sticky sessions")."""
+    `sessions` says the arms carry session counts (a sticky key): the SRM and the error tests
+    then count new sessions, each once, so that failures clustered by session do not count as
+    independent evidence (docs/canary.md, "Sticky sessions")."""
 
     bucket: int
     start: float

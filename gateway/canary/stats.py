@@ -39,7 +39,7 @@ HARM_THETAS: tuple[float, ...] = (1.25, 1.5, 2.0, 3.0, 5.0)
 SAFE_EXPONENTS: tuple[float, ...] = (-1.7, -0.7, 0.0, 0.35)
 E_CAP = 1e300  # e-values are reported capped, so records stay finite JSON
 SRM_MIN_EXPECTED = 10.0  # below this expected count per arm the chi-square is not run
-SRM_PRIOR_N = 100.0  # c: the SRM prior is worth this many units (sd ≈ 30 % of a 10 % share)
+SRM_PRIOR_N = 50.0  # c: the SRM prior is worth this many units (sd ≈ 40 % of a 10 % share)
 
 
 def event_share(rho: float, theta: float) -> float:
@@ -168,15 +168,29 @@ def upper_bound(k: int, n: int, alpha: float, prior_b: float) -> float:
     return hi
 
 
+def poisson_sf(k: int, mean: float) -> float:
+    """P(X ≥ k) for X ~ Poisson(mean)."""
+    if k <= 0:
+        return 1.0
+    if mean <= 0:
+        return 0.0
+    term = total = math.exp(-mean)
+    for i in range(1, k):
+        term *= mean / i
+        total += term
+    return max(0.0, 1.0 - total)
+
+
 def lower_bound(k: int, n: int, alpha: float, prior_b: float) -> float:
     """The time-uniform (1−α) lower confidence bound on p after k events in n trials."""
     if n <= 0 or k == 0:
         return 0.0
-    target = math.log(1.0 / alpha)
+    # ln M_n(p) = mix − k·ln p − (n−k)·ln(1−p); `mix` does not depend on p (computed once)
+    target = _log_beta(1.0 + k, prior_b + n - k) - _log_beta(1.0, prior_b) - math.log(1 / alpha)
     lo, hi = 0.0, k / n
     for _ in range(50):
         mid = 0.5 * (lo + hi)
-        if beta_mixture_log_e(k, n, mid, prior_b) >= target:
+        if k * math.log(mid) + (n - k) * math.log1p(-mid) <= target:  # M_n(mid) ≥ 1/α
             lo = mid
         else:
             hi = mid

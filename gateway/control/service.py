@@ -74,7 +74,7 @@ class Control:
         limit = canary.guardrails.consecutive_failures
         if streak >= limit and ex.model not in self._guarding:
             run, beside = ArmCounts(streak, streak), ArmCounts(seen, failed)
-            if incident(canary_settings(canary), run, beside):
+            if incident(canary_settings(canary), run, beside, ArmCounts()):
                 return
             self._guarding.add(ex.model)
             task = asyncio.get_running_loop().create_task(self._guard(ex.model, streak))

@@ -528,7 +528,7 @@ def test_sequential_srm_freezes_and_counts_sessions_with_a_sticky_key() -> None:
     assert "requests" in record.message
     sticky = initial_state(S, T0)
     for i in range(1, 30):  # many requests per session: requests skewed, sessions on share
-        c, b = ArmCounts(40, new_sessions=2), ArmCounts(60, new_sessions=18)
+        c, b = ArmCounts(40, sessions=2), ArmCounts(60, sessions=18)
         sticky, record = decide(S, sticky, Evidence(i, T0 + 10 * i, c, b, sessions=True), T0)
         assert record is None or record.rule != "srm"
     assert sticky.srm_sessions and (sticky.srm_candidate, sticky.srm_baseline) == (58, 522)
