@@ -270,7 +270,7 @@ def _series(runtime: Runtime) -> list[tuple[str, str]]:
     for name, model in runtime.config.models.items():
         canary, shadow = model.routing.canary, model.routing.shadow
         if canary is not None:
-            out += [(name, canary.baseline + ANALYSIS_TAG), (name, canary.candidate + ANALYSIS_TAG)]
+            out += [(name, arm + ANALYSIS_TAG) for arm in canary.arms()]
         if shadow is not None:
             out.append((name, shadow.version + SHADOW_TAG))
     return out
