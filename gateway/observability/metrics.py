@@ -35,6 +35,7 @@ from gateway.observability.canary import CanaryMetrics
 from gateway.observability.exposition import Exposition
 from gateway.observability.gauges import LiveGauges
 from gateway.observability.logs import event
+from gateway.observability.registry import RegistryMetrics
 from gateway.routing.table import Registry
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -95,6 +96,7 @@ class Metrics:
             "gateway_config_reloads_total", "Config reload attempts by result", ("result",)
         )
         self.canary = CanaryMetrics(x)
+        self.registry = RegistryMetrics(x)
         self._known: frozenset[tuple[str, str]] = frozenset()
         self._children: dict[tuple[str, str, str], Callable[[Exchange], None]] = {}
 
