@@ -85,7 +85,7 @@ class MlflowClient:
             token = data.get("next_page_token") or None
             if not token or not page:
                 break
-        return out
+        return out[:limit]  # a server may send more than `max_results`
 
     async def run(self, run_id: str) -> dict[str, Any]:
         data = await self._call("GET", "/runs/get", {"run_id": run_id})
