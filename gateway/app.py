@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import signal
 import time
@@ -29,18 +30,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from random import Random
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
 from gateway.config import GatewayConfig, load_config
+from gateway.config.routes import ModelRegistry
 from gateway.config.schema import Admin, Limits
+from gateway.control.registry_writeback import RegistryWriteback
 from gateway.control.service import Control, build_control
-from gateway.errors import ClientError
+from gateway.errors import ClientError, ConfigError
 from gateway.exchange import Exchange
 from gateway.infra.clock import SharedClock
 from gateway.livestats import StoreSync, build_sync
 from gateway.livestats.base import ANALYSIS_TAG, SHADOW_TAG
+from gateway.modelregistry.poller import RegistryPoller, build_poller
+from gateway.modelregistry.view import RegistryView
 from gateway.observability.logs import AccessLog, configure
 from gateway.observability.metrics import Metrics
 from gateway.proxy.attempts import PlanRunner
@@ -61,6 +67,7 @@ from gateway.web.admin import admin_router
 from gateway.web.admin_auth import AdminAuth, FailureThrottle, Sessions
 from gateway.web.public import build_admin_web, build_web
 
+log = logging.getLogger("gateway.app")
 PROXY_ROUTES = frozenset(f"/v1{p}" for p in PROXY_PATHS)
 CONFIG_ENV = "GATEWAY_CONFIG"
 # Young-generation threshold above what requests in flight keep alive (~100 tracked objects
@@ -87,6 +94,16 @@ class Parts:
     access: AccessLog
     reloader: Reloader | None
     admin: AdminListener | None
+    registry: RegistryPoller | None = None
+    writeback: RegistryWriteback | None = None
+
+    def registry_status(self) -> dict[str, Any] | None:
+        """What the registry poller read and refused, and the write-backs (None: no registry)."""
+        if self.registry is None:
+            return None
+        out = self.registry.status()
+        out["writeback"] = self.writeback.status() if self.writeback else None
+        return out
 
 
 class App:
@@ -169,7 +186,8 @@ def _build(
 ) -> Parts:
     """Every part of the process, each given what it uses."""
     metrics = Metrics()
-    current = Current(Runtime.build(cfg, metrics, env))
+    poller = _registry_poller(cfg, env, metrics, lambda: current)
+    current = Current(_first_runtime(cfg, metrics, env, poller))
     health = HealthTable(time.monotonic, Random(rng.random()))
     health.on_eject, health.on_panic = metrics.ejected, metrics.panic
     forwarder = Forwarder(None)
@@ -208,9 +226,14 @@ def _build(
         metrics.publish_weights,
     )
     reloader = Reloader(current, config_path, env) if config_path else None
+    writeback = None
+    if poller is not None:
+        writeback = RegistryWriteback(
+            poller.client, control.controller, metrics.registry, poller.poll
+        )
     return Parts(
         current, metrics, forwarder, health, endpoint, limiter, sync, recomputer, control, shadow,
-        access, reloader, None,
+        access, reloader, None, poller, writeback,
     )  # fmt: skip
 
 
@@ -227,7 +250,43 @@ def _admin_auth(token: str, parts: Parts) -> AdminAuth:
 
 
 def _admin_routes(auth: AdminAuth, parts: Parts) -> APIRouter:
-    return admin_router(auth, parts.current, parts.reloader, parts.control, parts.sync)
+    return admin_router(
+        auth, parts.current, parts.reloader, parts.control, parts.sync, parts.registry_status
+    )
+
+
+def _registry_poller(
+    cfg: GatewayConfig, env: Mapping[str, str], metrics: Metrics, current: Callable[[], Current]
+) -> RegistryPoller | None:
+    """The model registry's poller; each view it reads is merged into a new runtime."""
+    if cfg.registry is None:
+        return None
+
+    def apply(view: RegistryView) -> None:
+        holder = current()
+        holder.swap(holder.runtime.rebuilt(env, view=view))
+
+    def models() -> dict[str, ModelRegistry]:
+        file_models = current().runtime.file_config.models.items()
+        return {name: m.registry for name, m in file_models if m.registry is not None}
+
+    return build_poller(cfg.registry.mlflow, models, env, apply, metrics.registry)
+
+
+def _first_runtime(
+    cfg: GatewayConfig, metrics: Metrics, env: Mapping[str, str], poller: RegistryPoller | None
+) -> Runtime:
+    """The start-up runtime, with the registry view cached by an earlier process if it fits."""
+    cached = poller.load_cache() if poller is not None else None
+    if poller is not None and cached is not None:
+        try:
+            runtime = Runtime.build(cfg, metrics, env, view=cached)
+        except ConfigError as err:
+            log.warning("registry: cached view does not fit this config (%s)", err.message)
+        else:
+            poller.view = cached
+            return runtime
+    return Runtime.build(cfg, metrics, env)
 
 
 def _lifespan(
@@ -237,6 +296,7 @@ def _lifespan(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         parts.forwarder.transport = transport()
         await parts.sync.start()
+        await _first_read(parts.registry)
         await parts.control.start()
         await parts.limiter.start()
         loop = asyncio.get_running_loop()
@@ -245,6 +305,7 @@ def _lifespan(
             loop.create_task(parts.recomputer.run()),
             loop.create_task(parts.access.run()),
             *_start_reload(parts.reloader),
+            *_start_registry(parts.registry, parts.writeback),
         ]
         if parts.admin is not None:
             await parts.admin.start()
@@ -264,6 +325,8 @@ def _lifespan(
             await parts.sync.stop()
             await parts.limiter.stop()
             await parts.forwarder.close()
+            if parts.registry is not None:
+                await parts.registry.client.aclose()
 
     return lifespan
 
@@ -291,10 +354,32 @@ def _series(runtime: Runtime) -> list[tuple[str, str]]:
     for name, model in runtime.config.models.items():
         canary, shadow = model.routing.canary, model.routing.shadow
         if canary is not None:
-            out += [(name, canary.baseline + ANALYSIS_TAG), (name, canary.candidate + ANALYSIS_TAG)]
+            out += [(name, arm + ANALYSIS_TAG) for arm in canary.arms()]
         if shadow is not None:
             out.append((name, shadow.version + SHADOW_TAG))
     return out
+
+
+async def _first_read(poller: RegistryPoller | None) -> None:
+    """Read the registry once before serving (bounded: on failure the cached view serves and
+    the loop retries)."""
+    if poller is None:
+        return
+    bound = 2 * poller.settings.timeout_s
+    try:
+        await asyncio.wait_for(poller.poll(), bound)
+    except TimeoutError:
+        log.warning("registry: first read took over %.1f s; serving the cached view", bound)
+
+
+def _start_registry(
+    poller: RegistryPoller | None, writeback: RegistryWriteback | None
+) -> list[asyncio.Task[None]]:
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(poller.run())] if poller is not None else []
+    if writeback is not None:
+        tasks.append(loop.create_task(writeback.run()))
+    return tasks
 
 
 def _start_reload(reloader: Reloader | None) -> list[asyncio.Task[None]]:

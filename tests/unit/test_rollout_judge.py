@@ -494,7 +494,7 @@ def test_absolute_route_allows_for_the_baselines_uncertainty() -> None:
     taken as the truth). With a confidence bound for p_B that is far from enough."""
     settings = replace(S, analysis=replace(NO_WARMUP, metric="none"), steps=(Step(50, 1, 0, 1e6),))
     state = replace(initial_state(settings, T0), step_candidate=arm(216), step_baseline=arm(185, 3))
-    combined, rel, absolute = errors_safe_log_e(settings, state)
+    combined, _rel, _absolute = errors_safe_log_e(settings, state)
     assert combined < math.log(settings.safe_threshold)
     assert decide(settings, state, None, T0 + 21)[1] is None
 
