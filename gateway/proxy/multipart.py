@@ -147,9 +147,9 @@ class _Scanner:
                 continue
             start = head_end + 4
             end = data.find(b"\r\n" + delimiter, start)
+            if (end if end >= 0 else len(data)) - start > MAX_MODEL_BYTES:
+                raise BadRequest("the 'model' field is too long")
             if end < 0:
-                if len(data) - start > MAX_MODEL_BYTES:
-                    raise BadRequest("the 'model' field is too long")
                 self._pos = at
                 return None
             if end == start:
