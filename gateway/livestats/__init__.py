@@ -63,14 +63,22 @@ def build_sync(
 
 
 def build_response_index(
-    settings: Responses, store: Store, environ: Mapping[str, str], clock: Callable[[], float]
+    settings: Responses,
+    store: Store,
+    environ: Mapping[str, str],
+    clock: Callable[[], float],
+    rng: Random | None = None,
 ) -> ResponseIndex:
     shared = None
     if store.backend == "redis":
+        breaker = Breaker(
+            store.breaker_failures, BASE_S, store.backoff_max_s, rng or Random(), clock
+        )
         shared = RedisIds(
             store.url(environ),
             cluster=store.cluster,
             prefix=store.key_prefix,
             timeout_s=store.timeout_ms / 1000,
+            breaker=breaker,
         )
     return ResponseIndex(settings.ttl_s, settings.local_entries, clock, shared)

@@ -12,22 +12,28 @@ whatever the weights say now. `ResponseIndex` remembers id → (model, version) 
 
 Unlike the metrics, this is read on the request path (only by requests that name an id, and only
 when the local map misses) and written before the creating request's answer ends, so a
-follow-up sent the moment the answer arrives finds it on any replica. Every Redis call is bounded
-by `store.timeout_ms` and raises only `StoreError`s; a failed write is counted and logged (the
-id then resolves only on the replica that created it).
+follow-up sent the moment the answer arrives finds it on any replica. Every Redis call is
+bounded by `store.timeout_ms` and raises only `StoreError`s, and a circuit breaker
+(`store.breaker_failures`, jittered backoff) stops calling a Redis that keeps failing, so
+requests do not each wait out the timeout. A failed write is counted and logged (the id then
+resolves only on the replica that created it); a failed read of an id unknown here is the
+caller's 503.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 
-from gateway.errors import StoreError
+from gateway.errors import StoreError, StoreUnavailable
+from gateway.infra.breaker import Breaker
 from gateway.infra.redis_client import bounded, close, connect
+
+T = TypeVar("T")
 
 log = logging.getLogger("gateway.responses")
 Owner = tuple[str, str]  # (model, version)
@@ -36,20 +42,35 @@ Owner = tuple[str, str]  # (model, version)
 class RedisIds:
     """The shared half: one Redis string per id, expiring with the TTL."""
 
-    def __init__(self, url: str, *, cluster: bool, prefix: str, timeout_s: float) -> None:
+    def __init__(
+        self, url: str, *, cluster: bool, prefix: str, timeout_s: float, breaker: Breaker
+    ) -> None:
         self._prefix = prefix
         self._timeout_s = timeout_s
+        self._breaker = breaker
         self._client: Any = connect(url, cluster=cluster, timeout_s=timeout_s)
 
     def key(self, rid: str) -> str:
         return f"{self._prefix}:resp:{rid}"
 
+    async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
+        """One bounded call, unless the breaker says Redis is down (then fail at once)."""
+        if not self._breaker.ready():
+            raise StoreUnavailable("redis is failing; the next try waits for its backoff")
+        try:
+            result = await bounded(make(), self._timeout_s)
+        except StoreError:
+            self._breaker.failure()
+            raise
+        self._breaker.success()
+        return result
+
     async def put(self, rid: str, owner: Owner, ttl_s: int) -> None:
         value = orjson.dumps(owner)
-        await bounded(self._client.set(self.key(rid), value, ex=ttl_s), self._timeout_s)
+        await self._call(lambda: self._client.set(self.key(rid), value, ex=ttl_s))
 
     async def get(self, rid: str) -> Owner | None:
-        raw = await bounded(self._client.get(self.key(rid)), self._timeout_s)
+        raw = await self._call(lambda: self._client.get(self.key(rid)))
         if raw is None:
             return None
         try:
@@ -59,7 +80,7 @@ class RedisIds:
         return str(model), str(version)
 
     async def delete(self, rid: str) -> None:
-        await bounded(self._client.delete(self.key(rid)), self._timeout_s)
+        await self._call(lambda: self._client.delete(self.key(rid)))
 
     async def aclose(self) -> None:
         await close(self._client, self._timeout_s)

@@ -41,6 +41,7 @@ EMBEDDINGS_PATH = "/v1/embeddings"
 RESPONSES_PATH = "/v1/responses"
 RESPONSE_PREFIX = "/v1/responses/"
 TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
+WIRE_PATHS = frozenset((CHAT_PATH, COMPLETIONS_PATH))
 STREAMING_PATHS = frozenset((CHAT_PATH, COMPLETIONS_PATH, RESPONSES_PATH))
 MODEL_PATHS = frozenset(
     (
@@ -313,15 +314,15 @@ class MockUpstream:
         """The non-streamed answer and its content type."""
         prompt = max(1, size // 4)  # rough token estimate: four body bytes per token
         n = self.settings.chunks if fault.chunks is None else fault.chunks
-        name: str = orjson.loads(model)
+        if path in WIRE_PATHS:  # chat and text completions: the pre-encoded fast path
+            return self._wire.answer(path == CHAT_PATH, n, model, usage(prompt, n)), JSON_TYPE
         if path == EMBEDDINGS_PATH:
             b64 = request.get("encoding_format") == "base64"
             count = _input_count(request.get("input"))
             return self._wire.embeddings(model, count, b64, prompt), JSON_TYPE
+        name: str = orjson.loads(model)
         if path == RESPONSES_PATH:
             return orjson.dumps(self.responses.create(request, name, n, prompt)), JSON_TYPE
-        if path == "/v1/images/generations":
-            return surface.image(request), JSON_TYPE
         if path == "/v1/audio/speech":
             return surface.speech(request, name), surface.SPEECH_TYPE
         if path == TRANSCRIPTIONS_PATH:
@@ -330,7 +331,7 @@ class MockUpstream:
             return surface.moderation(request, name), JSON_TYPE
         if path == "/v1/rerank":
             return surface.rerank(request, name), JSON_TYPE
-        return self._wire.answer(path == CHAT_PATH, n, model, usage(prompt, n)), JSON_TYPE
+        return surface.image(request), JSON_TYPE  # /v1/images/generations
 
     async def _reply(
         self, conn: _Conn, body: bytes, content_type: tuple[bytes, bytes], fault: Fault

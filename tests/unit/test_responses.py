@@ -17,7 +17,8 @@ from gateway.app import App, create_app
 from gateway.config import parse_config
 from gateway.errors import StoreUnavailable
 from gateway.exchange import STREAM_CUT, SUCCESS, Exchange
-from gateway.livestats.responses import ResponseIndex
+from gateway.infra.breaker import Breaker
+from gateway.livestats.responses import RedisIds, ResponseIndex
 from gateway.proxy.deadline import DeadlineWheel
 from gateway.proxy.responses import split_path
 from gateway.proxy.sse import SseRelay
@@ -230,3 +231,37 @@ async def test_typed_stream_cut_before_its_terminal_event_ends_with_an_error() -
     ex, body = await relay(CREATED, DELTA)
     assert ex.outcome == STREAM_CUT
     assert body.startswith(CREATED + DELTA) and b'"error"' in body[len(CREATED + DELTA) :]
+
+
+class DeadRedis:
+    """A redis client whose every call fails; counts the calls that reached it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def get(self, key: str) -> bytes:
+        self.calls += 1
+        raise ConnectionRefusedError
+
+    async def set(self, key: str, value: bytes, ex: int) -> None:
+        self.calls += 1
+        raise ConnectionRefusedError
+
+
+async def test_shared_ids_stop_calling_a_failing_redis() -> None:
+    clock = ManualClock()
+    breaker = Breaker(2, 1.0, 10.0, Random(1), clock)
+    shared = RedisIds("redis://127.0.0.1:9/0", cluster=False, prefix="gw", timeout_s=0.1,
+                      breaker=breaker)  # fmt: skip
+    dead = DeadRedis()
+    shared._client = dead
+    index = ResponseIndex(60, 10, clock, shared)
+    for _ in range(5):
+        await index.remember("a", ("chat", "v1"))
+        with pytest.raises(StoreUnavailable):
+            await index.lookup("b")
+    assert dead.calls == 2  # the breaker opened after two failures; later calls fail at once
+    assert index.errors == {"write": 5, "read": 5}
+    clock.now += 20  # past the backoff: one probe goes through
+    await index.remember("c", ("chat", "v1"))
+    assert dead.calls == 3
