@@ -6,13 +6,15 @@ store and its loops, the control plane and canary controller, shadow copies, the
 web and admin apps. Nothing is looked up later through a shared object; `Parts` keeps what was
 built only so the lifespan (and tests) can reach it.
 
-The top-level `App` is a tiny dispatcher: POSTs to the proxy paths go straight to the pure ASGI
-`ProxyEndpoint`; everything else (models, health, metrics, admin) goes to a FastAPI app. The
-lifespan owns the one pooled upstream client per process, the background loops (store
-flush/refresh, performance recompute, control apply, canary controller, config watch, access
-log) and the admin listener, and moves everything built at start-up into the garbage collector's
-permanent generation (`gc.freeze`) and raises the young-generation threshold (`GC_THRESHOLDS`):
-together they took the collector from ~20 % of the request path's CPU to almost nothing.
+The top-level `App` is a tiny dispatcher: POSTs to the proxy paths (one set lookup) and calls on
+a response id (`/v1/responses/{id}...`, one prefix test, made only when the lookup missed) go
+straight to the pure ASGI `ProxyEndpoint`; everything else (models, health, metrics, admin)
+goes to a FastAPI app. The lifespan owns the one pooled upstream client per process, the
+background loops (store flush/refresh, performance recompute, control apply, canary controller,
+config watch, access log) and the admin listener, and moves everything built at start-up into
+the garbage collector's permanent generation (`gc.freeze`) and raises the young-generation
+threshold (`GC_THRESHOLDS`): together they took the collector from ~20 % of the request
+path's CPU to almost nothing.
 `from_env` is the import-string factory `uvicorn --workers N` calls in each worker (config path
 in GATEWAY_CONFIG).
 """
@@ -43,7 +45,7 @@ from gateway.control.service import Control, build_control
 from gateway.errors import ClientError, ConfigError
 from gateway.exchange import Exchange
 from gateway.infra.clock import SharedClock
-from gateway.livestats import StoreSync, build_sync
+from gateway.livestats import ResponseIndex, StoreSync, build_response_index, build_sync
 from gateway.livestats.base import ANALYSIS_TAG, SHADOW_TAG
 from gateway.modelregistry.poller import RegistryPoller, build_poller
 from gateway.modelregistry.view import RegistryView
@@ -52,6 +54,7 @@ from gateway.observability.metrics import Metrics
 from gateway.proxy.attempts import PlanRunner
 from gateway.proxy.endpoint import ProxyEndpoint
 from gateway.proxy.forward import Forwarder
+from gateway.proxy.responses import PREFIX as RESPONSE_ID_PREFIX
 from gateway.proxy.shadow import Shadow
 from gateway.proxy.upstream import AiohttpTransport, Transport
 from gateway.ratelimit import FallbackReport, Limiter, LocalLimiter, build_limiter
@@ -91,6 +94,7 @@ class Parts:
     recomputer: Recomputer
     control: Control
     shadow: Shadow
+    responses: ResponseIndex
     access: AccessLog
     reloader: Reloader | None
     admin: AdminListener | None
@@ -122,6 +126,8 @@ class App:
             if scope["method"] == "POST":
                 return self._proxy(scope, receive, send)
             return _method_not_allowed(send)
+        if scope["type"] == "http" and scope["path"].startswith(RESPONSE_ID_PREFIX):
+            return self._proxy(scope, receive, send)  # the endpoint checks the method
         return self.web(scope, receive, send)
 
     def end_inflight(self) -> None:
@@ -197,6 +203,7 @@ def _build(
     metrics.watch_live(sync, lambda: current.runtime.registry)
     control = build_control(current, sync, env, metrics.canary)
     shadow = Shadow(forwarder, sync.record, Random(rng.random()))
+    responses = build_response_index(cfg.responses, cfg.store, env, time.monotonic)
     access = AccessLog(cfg.logging.access, cfg.logging.format == "json")
 
     def record(ex: Exchange) -> None:
@@ -216,6 +223,7 @@ def _build(
         rng,
         record,
         shadow,
+        responses,
     )
     metrics.count_inflight = lambda: endpoint.inflight
     recomputer = Recomputer(
@@ -233,7 +241,7 @@ def _build(
         )
     return Parts(
         current, metrics, forwarder, health, endpoint, limiter, sync, recomputer, control, shadow,
-        access, reloader, None, poller, writeback,
+        responses, access, reloader, None, poller, writeback,
     )  # fmt: skip
 
 
@@ -324,6 +332,7 @@ def _lifespan(
             await parts.shadow.stop()
             await parts.sync.stop()
             await parts.limiter.stop()
+            await parts.responses.aclose()
             await parts.forwarder.close()
             if parts.registry is not None:
                 await parts.registry.client.aclose()

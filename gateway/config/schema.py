@@ -109,6 +109,26 @@ class Store(Strict):
         return environ.get(REDIS_URL_ENV) or self.redis_url
 
 
+class Responses(Strict):
+    """The Responses API's memory of which version created which response id."""
+
+    ttl_s: int = Field(
+        30 * 86400,
+        ge=60,
+        le=365 * 86400,
+        description="How long a response id stays routable to the version that created it "
+        "(`previous_response_id`, `GET`/`DELETE`/`cancel`); then it answers 404. Default 30 "
+        "days, OpenAI's own retention.",
+    )
+    local_entries: int = Field(
+        100_000,
+        ge=100,
+        le=10_000_000,
+        description="Ids each process keeps in memory (the oldest are forgotten first; with "
+        "`store.backend: redis` they are still found in Redis).",
+    )
+
+
 class AdminListen(Strict):
     """A separate listener for the admin API, the status page and its login form."""
 
@@ -342,6 +362,7 @@ class GatewayConfig(Strict):
 
     listen: Listen = Field(Listen(), description="The client listener.")
     store: Store = Field(Store(), description="Live metrics and shared state.")
+    responses: Responses = Field(Responses(), description="Response id → version memory.")
     limits: Limits = Field(Limits(), description="Per-request bounds.")
     admin: Admin = Field(Admin(), description="The admin API.")
     auth: Auth | None = Field(None, description="Client keys (none: an open gateway).")
