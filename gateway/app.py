@@ -39,6 +39,7 @@ from gateway.control.service import Control, build_control
 from gateway.errors import ClientError
 from gateway.exchange import Exchange
 from gateway.infra.clock import SharedClock
+from gateway.infra.tasks import cancel_all
 from gateway.livestats import StoreSync, build_sync
 from gateway.livestats.base import ANALYSIS_TAG, SHADOW_TAG
 from gateway.observability.logs import AccessLog, configure
@@ -238,21 +239,13 @@ def _lifespan(
             parts.current.ready = False
             if parts.admin is not None:
                 await parts.admin.stop()
-            await _cancel(tasks)
+            await cancel_all(tasks)
             await parts.control.stop()
             await parts.shadow.stop()
             await parts.sync.stop()
             await parts.forwarder.close()
 
     return lifespan
-
-
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def from_env() -> App:

@@ -10,7 +10,6 @@ and starts both loops; `stop()` cancels them. The app's lifespan (`gateway/app.p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 
@@ -21,6 +20,7 @@ from gateway.control.plane import ControlPlane
 from gateway.control.store import ControlStore, MemoryControl, RedisControl
 from gateway.errors import GatewayError, StoreError
 from gateway.exchange import VERSION_FAILURES, Exchange
+from gateway.infra.tasks import cancel_all
 from gateway.livestats import StoreSync
 from gateway.observability.canary import CanaryMetrics
 from gateway.runtime.current import Current
@@ -89,12 +89,8 @@ class Control:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await cancel_all(tasks)
         await self.plane.store.aclose()
 
 
