@@ -41,7 +41,7 @@ from gateway.exchange import Exchange
 from gateway.infra.clock import SharedClock
 from gateway.infra.tasks import cancel_all
 from gateway.livestats import StoreSync, build_sync
-from gateway.livestats.base import ANALYSIS_TAG, SHADOW_TAG
+from gateway.livestats.base import ANALYSIS_TAG, RETRY_TAG, SHADOW_TAG
 from gateway.observability.logs import AccessLog, configure
 from gateway.observability.metrics import Metrics
 from gateway.proxy.attempts import PlanRunner
@@ -257,13 +257,14 @@ def from_env() -> App:
 
 
 def _series(runtime: Runtime) -> list[tuple[str, str]]:
-    """Every configured (model, version), plus the canary arms' analysis series and the shadow
-    version's series."""
+    """Every configured (model, version), plus the canary arms' analysis and retry series and the
+    shadow version's series."""
     out = [(m.name, v) for m in runtime.registry.models.values() for v in m.versions]
     for name, model in runtime.config.models.items():
         canary, shadow = model.routing.canary, model.routing.shadow
         if canary is not None:
-            out += [(name, canary.baseline + ANALYSIS_TAG), (name, canary.candidate + ANALYSIS_TAG)]
+            canary_arms = (canary.baseline, canary.candidate)
+            out += [(name, arm + tag) for arm in canary_arms for tag in (ANALYSIS_TAG, RETRY_TAG)]
         if shadow is not None:
             out.append((name, shadow.version + SHADOW_TAG))
     return out

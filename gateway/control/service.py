@@ -49,18 +49,17 @@ class Control:
         self._guarding: set[str] = set()
 
     def observe(self, ex: Exchange) -> None:
-        """The request path's O(1) hook: count the candidate's failures in a row on analysis
-        traffic and, at the guardrail, start one rollback by CAS (the local fast path)."""
-        if ex.routing_reason != "canary" or ex.model is None:
+        """The request path's O(1) hook: count the candidate's failures in a row on its evidence
+        (the first attempt of requests the split assigned to it; retries onto it never count)
+        and, at the guardrail, start one rollback by CAS (the local fast path)."""
+        if ex.routing_reason != "canary" or ex.model is None or not ex.attempts:
             return
         canary = self.plane.current.runtime.config.models[ex.model].routing.canary
-        if canary is None:
+        first = ex.attempts[0]
+        if canary is None or ex.assigned != canary.candidate or first.version != ex.assigned:
             return
-        streak = self._streaks.get(ex.model, 0)
-        for attempt in ex.attempts:
-            if attempt.version == canary.candidate:
-                failed = attempt.outcome in VERSION_FAILURES
-                streak = streak + 1 if failed else 0
+        failed = first.outcome in VERSION_FAILURES
+        streak = self._streaks.get(ex.model, 0) + 1 if failed else 0
         self._streaks[ex.model] = streak
         limit = canary.guardrails.consecutive_failures
         if streak >= limit and ex.model not in self._guarding:

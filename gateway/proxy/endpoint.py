@@ -199,6 +199,7 @@ class ProxyEndpoint:
         model = target.model
         plan = model.policy.plan(RequestContext(headers, payload, ex.client), self._rng)
         ex.routing_reason = plan.reason
+        ex.assigned = plan.versions[0]
         ordered = attempt_order(plan.versions[0], plan.versions, model.fallback)
         healthy = self._health.order(model.name, ordered, model.ejection)
         if healthy is None:

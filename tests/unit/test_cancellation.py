@@ -7,6 +7,7 @@ again, so about one SIGTERM in three after an admin call never exited."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -17,10 +18,8 @@ from gateway.infra.tasks import cancel_all
 
 async def swallowing_call(fail: bool) -> str:
     """What redis-py does at worst: a cancellation arrives and is absorbed."""
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await asyncio.sleep(10)
-    except asyncio.CancelledError:
-        pass
     if fail:
         raise OSError("connection reset")
     return "value"
@@ -42,10 +41,8 @@ async def test_a_loop_over_bounded_calls_stops_when_cancelled() -> None:
         nonlocal rounds
         while True:
             rounds += 1
-            try:
+            with contextlib.suppress(StoreUnavailable):
                 await bounded(swallowing_call(True), 30)
-            except StoreUnavailable:
-                pass
 
     task = asyncio.get_running_loop().create_task(loop())
     await asyncio.sleep(0)
