@@ -217,7 +217,9 @@ def _fallback(model: Model, weights: Mapping[str, float]) -> tuple[str, ...] | N
         idle.add(r.shadow.version)
     if r.canary is not None:
         for arm in (r.canary.baseline, r.canary.candidate):
-            if arm is not None and not r.canary.retry_across_arms or weights.get(arm, 0.0) <= 0:
+            if arm is None:  # a registry canary whose versions are not read yet
+                continue
+            if not r.canary.retry_across_arms or weights.get(arm, 0.0) <= 0:
                 idle.add(arm)
     return tuple(v for v in r.fallback if v not in idle)
 
