@@ -115,12 +115,27 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
 
+def forwarding_faults(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with every version's upstream also forwarding `x-mock-fault` (the gateway only
+    forwards an allow-list of client headers; tests steer the mock upstream with this one)."""
+    models = {}
+    for name, model in config.get("models", {}).items():
+        versions = {}
+        for vid, ver in model.get("versions", {}).items():
+            up = ver.get("upstream")
+            if isinstance(up, dict) and "forward_headers" not in up:
+                ver = {**ver, "upstream": {**up, "forward_headers": ["x-mock-fault"]}}
+            versions[vid] = ver
+        models[name] = {**model, "versions": versions} if versions else model
+    return {**config, "models": models} if models else config
+
+
 @contextmanager
 def gateway(
     config: dict[str, Any], tmp: Path, env: dict[str, str] | None = None
 ) -> Iterator[Gateway]:
     port = free_port()
-    config = {**config, "listen": {"host": "127.0.0.1", "port": port}}
+    config = {**forwarding_faults(config), "listen": {"host": "127.0.0.1", "port": port}}
     path = tmp / f"gateway-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
     log_path = tmp / f"gateway-{port}.log"

@@ -32,6 +32,38 @@ Endpoint = Literal[
 DEFAULT_ENDPOINTS: tuple[Endpoint, ...] = ("chat", "completions", "embeddings", "responses")
 
 
+NEVER_FORWARDED = frozenset(
+    [
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "cookie",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "accept-encoding",
+        "x-request-id",
+        "forwarded",
+        "via",
+        "x-real-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-client-ip",
+        "x-original-forwarded-for",
+        "x-original-url",
+        "x-rewrite-url",
+    ]
+)
+
+
 class Upstream(Strict):
     """The OpenAI-compatible server that runs a version."""
 
@@ -58,6 +90,15 @@ class Upstream(Strict):
         "never chosen for it.",
     )
 
+    forward_headers: tuple[str, ...] = Field(
+        (),
+        strict=False,
+        max_length=32,
+        description="Client request headers forwarded to this upstream besides the built-in "
+        "allow-list (`content-type`, `accept`, `user-agent`, `openai-*`, `traceparent`, "
+        "`tracestate`). Credentials, cookies, hop-by-hop and forwarding headers are refused.",
+    )
+
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
@@ -75,6 +116,17 @@ class Upstream(Strict):
         except ValueError as exc:
             raise ValueError(f"upstream url has a bad port: {value!r}") from exc
         return value.rstrip("/")
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forward(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = tuple(name.lower() for name in value)
+        for name in names:
+            if not name or not all(c.isalnum() or c in "-_" for c in name) or not name.isascii():
+                raise ValueError(f"forward_headers: {name!r} is not a header name")
+            if name in NEVER_FORWARDED or name.startswith(("x-forwarded-", "x-gateway-")):
+                raise ValueError(f"forward_headers: {name!r} is never forwarded upstream")
+        return names
 
     @field_validator("api_key_env")
     @classmethod

@@ -18,6 +18,7 @@ import orjson
 import uvicorn
 
 from gateway.mock import surface
+from gateway.mock.compress import accepts_gzip, gzipping
 from gateway.mock.knobs import NO_FAULT, Fault, MockSettings, parse_fault, validate_config
 from gateway.mock.responses import ResponseStore, stream_events
 from gateway.mock.stats import MockStats
@@ -227,6 +228,8 @@ class MockUpstream:
                 except ValueError as exc:
                     await self._error(conn, 400, str(exc), "invalid_mock_fault")
                     return
+        if fault.gzip or (fault.gzip_asked and accepts_gzip(scope["headers"])):
+            conn.send = gzipping(conn.send)
         await self._respond(conn, path, request, fault, unlucky, orjson.dumps(model), len(body))
 
     def _request(self, scope: Scope, path: str, body: bytes) -> dict[str, Any]:
@@ -306,7 +309,11 @@ class MockUpstream:
         elif stream:
             await self._stream(conn, path, model, request, fault, size)
         else:
-            await self._reply(conn, *self._answer(path, request, fault, model, size), fault)
+            body, content_type = self._answer(path, request, fault, model, size)
+            if fault.echo and body.endswith(b"}"):
+                echo = orjson.dumps(self.stats.last_headers.get("authorization", ""))
+                body = body[:-1] + b',"echo":' + echo + b"}"
+            await self._reply(conn, body, content_type, fault)
 
     def _answer(
         self, path: str, request: dict[str, Any], fault: Fault, model: bytes, size: int
@@ -373,6 +380,8 @@ class MockUpstream:
         else:
             use = usage(max(1, size // 4), n) if wants_usage else None
             events = self._wire.events(path == CHAT_PATH, n, model, use)
+        if fault.echo and path != RESPONSES_PATH:
+            events = [*events[:1], *self._echo_events(path == CHAT_PATH), *events[1:]]
         limit = fault.cut if fault.cut is not None else fault.stall_after
         body = events[:-1] if limit is None else events[: min(limit, len(events) - 1)]
         await conn.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
@@ -388,6 +397,16 @@ class MockUpstream:
         last = events[-1] if limit is None else b""  # the terminal event, unless cut
         await conn.send({"type": "http.response.body", "body": last})
         self._sent(200)
+
+    def _echo_events(self, chat: bool) -> list[bytes]:
+        """One content event carrying the request's credential, as two sends split mid-key."""
+        text = "key " + self.stats.last_headers.get("authorization", "")
+        part: dict[str, Any] = {"index": 0, "finish_reason": None}
+        part.update({"delta": {"content": text}} if chat else {"text": text})
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        event = b"data: " + orjson.dumps({"id": "echo", "object": kind, "choices": [part]})
+        middle = event.index(b"Bearer ") + 12 if b"Bearer " in event else len(event) // 2
+        return [event[:middle], event[middle:] + b"\n\n"]
 
     async def _error(self, conn: _Conn, status: int, message: str, code: str) -> None:
         body = error_body(status, message, code)

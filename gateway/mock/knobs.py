@@ -9,8 +9,12 @@
     stall-after:N      send N stream events, then go silent until the client disconnects
     cut:N              send N stream events, then end the body cleanly (no ``[DONE]``)
     empty              ``text/event-stream`` headers and an empty body
-    echo               with ``fail``: the error message echoes the request's headers (a leaky
-                       upstream, for secret-hygiene tests)
+    echo               the answer echoes the request's credential (a leaky upstream, for
+                       secret-hygiene tests): with ``fail`` the error message carries the
+                       request's headers; a JSON answer gains an ``echo`` member; a chat or
+                       completions stream gains one content event, sent split mid-key
+    gzip               gzip-encode the answer whatever the request's ``Accept-Encoding``
+    gzip-asked         gzip-encode the answer if the request's ``Accept-Encoding`` has gzip
     chunks:N           content chunks for this request
     chunk-delay:MS     delay between stream chunks for this request
 
@@ -51,6 +55,8 @@ class Fault:
     cut: int | None = None
     empty: bool = False
     echo: bool = False
+    gzip: bool = False
+    gzip_asked: bool = False
     chunks: int | None = None
     chunk_delay_ms: float | None = None
 
@@ -86,8 +92,8 @@ def parse_fault(header: str) -> Fault:
             fault.latency_ms = _millis(arg)
         elif name == "ttft":
             fault.ttft_ms = _millis(arg)
-        elif name in ("stall", "empty", "echo") and not arg:
-            setattr(fault, name, True)
+        elif name in ("stall", "empty", "echo", "gzip", "gzip-asked") and not arg:
+            setattr(fault, name.replace("-", "_"), True)
         elif name == "stall-after":
             fault.stall_after = _count(arg)
         elif name == "cut":

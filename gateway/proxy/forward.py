@@ -11,7 +11,7 @@ returned to the pool (answer fully read) or closed (anything else, including can
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from time import perf_counter
 from typing import Any, Protocol
 
@@ -31,8 +31,9 @@ from gateway.exchange import (
     Exchange,
 )
 from gateway.proxy.deadline import Deadline, DeadlineWheel
+from gateway.proxy.decode import Decoder, decoded, decoding
 from gateway.proxy.headers import to_client, to_upstream
-from gateway.proxy.sse import SseRelay, observe_usage_json
+from gateway.proxy.sse import SseRelay, observe_usage_json, redact
 from gateway.proxy.upstream import Body, Transport, UpstreamResponse
 from gateway.routing.table import VersionEntry
 
@@ -83,7 +84,9 @@ class Forwarder:
         ex.version = version.id
         attempt = Attempt(version.id, perf_counter(), ex.stream)
         ex.attempts.append(attempt)
-        headers = to_upstream(client_headers, version.api_key, ex.request_id)
+        headers = to_upstream(
+            client_headers, version.api_key, ex.request_id, version.forward_headers
+        )
         deadline = self.deadlines.start(timeouts.ttft_s, timeouts.idle_s, timeouts.total_s)
         resp: UpstreamResponse | None = None
         finished = False
@@ -155,21 +158,23 @@ async def _relay(
     head, content_type, encoding = to_client(resp.raw_headers)
     head.append((b"x-request-id", ex.request_id.encode()))
     head.extend(version.response_headers)
-    if status == 200 and content_type.startswith(b"text/event-stream"):
-        encoded = encoding not in (b"", b"identity")
-        await _relay_stream(ex, attempt, resp, head, send, deadline, encoded)
-        return
+    decoder = None if encoding in (b"", b"identity") else decoding(encoding)
     limit = limits.max_response_bytes
-    if resp.content_length is not None and resp.content_length <= limit:
+    if status == 200 and content_type.startswith(b"text/event-stream"):
+        chunks = resp.chunks() if decoder is None else decoded(resp.chunks(), decoder, limit)
+        await _relay_stream(ex, attempt, chunks, head, send, deadline, version.secret)
+        return
+    if decoder is None and resp.content_length is not None and resp.content_length <= limit:
         body = await resp.read()  # read up to the declared length (the common case: one await)
     else:
-        body = await _read_all(resp, limit)
+        body = await _read_all(resp, limit, decoder)
     attempt.ttft = ex.upstream_wait = perf_counter() - attempt.started  # the whole answer
-    if status >= 400 and version.api_key:
-        body = redact(body, version.api_key)
+    secret = version.secret
+    if secret and secret[:8] in body:  # one scan when there is nothing to blank out
+        body = redact(body, secret)
     ex.status = status
     ex.outcome = _outcome(status)
-    if status == 200 and not encoding and len(body) <= USAGE_PARSE_LIMIT and ex.metered:
+    if status == 200 and len(body) <= USAGE_PARSE_LIMIT and ex.metered:
         observe_usage_json(body, ex)
     head.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": head})
@@ -180,13 +185,12 @@ async def _relay(
 async def _relay_stream(
     ex: Exchange,
     attempt: Attempt,
-    resp: UpstreamResponse,
+    chunks: AsyncIterator[bytes],
     head: list[tuple[bytes, bytes]],
     send: Send,
     deadline: Deadline,
-    encoded: bool,
+    secret: bytes,
 ) -> None:
-    chunks = resp.chunks()
     first = await anext(chunks, b"")
     attempt.ttft = ex.upstream_wait = perf_counter() - attempt.started
     deadline.idle()
@@ -194,16 +198,18 @@ async def _relay_stream(
         raise UpstreamReset("upstream sent an empty stream")
     ex.status = 200
     await send({"type": "http.response.start", "status": 200, "headers": head})
-    await SseRelay(ex, send, perf_counter, encoded).run(first, chunks, deadline)
+    await SseRelay(ex, send, perf_counter, secret).run(first, chunks, deadline)
 
 
-async def _read_all(resp: UpstreamResponse, limit: int) -> bytes:
-    """A body of undeclared length (or declared too large), refused past `limit` bytes."""
-    if resp.content_length is not None:
+async def _read_all(resp: UpstreamResponse, limit: int, decoder: Decoder | None) -> bytes:
+    """A body of undeclared length (or declared too large, or compressed), refused past `limit`
+    bytes (decoded)."""
+    if resp.content_length is not None and decoder is None:
         raise UpstreamError(f"upstream answer larger than {limit} bytes")
     parts: list[bytes] = []
     size = 0
-    async for chunk in resp.chunks():
+    chunks = resp.chunks() if decoder is None else decoded(resp.chunks(), decoder, limit)
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise UpstreamError(f"upstream answer larger than {limit} bytes")
@@ -228,11 +234,3 @@ def _retry_after(headers: Sequence[tuple[bytes, bytes]]) -> float | None:
             except ValueError:
                 return None
     return None
-
-
-def redact(body: bytes, secret: str) -> bytes:
-    """`body` with the upstream credential (and any 8-character prefix of it) blanked out: an
-    upstream error that echoes our request must not hand the key to the client."""
-    key = secret.encode()
-    body = body.replace(key, b"[redacted]")
-    return body.replace(key[:8], b"[redacted]") if len(key) >= 8 else body

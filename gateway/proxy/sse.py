@@ -7,7 +7,9 @@ for the terminal event (`data: [DONE]`; for the Responses API's typed events `re
 reads `usage` in passing (`prompt_tokens`/`completion_tokens`, or the Responses API's
 `input_tokens`/`output_tokens`, also inside a `response.completed` event). A stream that ends
 without its terminal event, breaks, or stalls past the idle timeout ends with one SSE error event
-(which the `openai` SDK raises as an `APIError`) and never with a silent clean end.
+(which the `openai` SDK raises as an `APIError`) and never with a silent clean end. The upstream
+credential is blanked out of every event relayed (events go out whole, so a key split across
+chunks is still found).
 """
 
 from __future__ import annotations
@@ -59,23 +61,20 @@ def _event_end(data: bytes) -> int:
 class SseRelay:
     """Forwards one upstream SSE body; `run` returns when the stream is over, one way or another."""
 
-    __slots__ = ("_carry", "_clock", "_done", "_encoded", "_ex", "_markers", "_send")
+    __slots__ = ("_carry", "_clock", "_done", "_ex", "_markers", "_secret", "_send")
 
-    def __init__(self, ex: Exchange, send: Send, clock: Callable[[], float], encoded: bool) -> None:
+    def __init__(
+        self, ex: Exchange, send: Send, clock: Callable[[], float], secret: bytes = b""
+    ) -> None:
         self._ex = ex
         self._send = send
         self._clock = clock
         self._carry = b""
-        self._done = encoded  # a compressed stream is relayed blind: no framing checks
-        self._encoded = encoded
+        self._done = False
         self._markers = TERMINAL.get(ex.path, DONE)
+        self._secret = secret  # the upstream credential, blanked out of every relayed event
 
     async def forward(self, chunk: bytes) -> None:
-        if self._encoded:
-            if self._ex.ttft is None:
-                self._ex.ttft = self._clock() - self._ex.started
-            await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
-            return
         data = self._carry + chunk if self._carry else chunk
         end = _event_end(data)
         self._carry = data[end:]
@@ -84,6 +83,8 @@ class SseRelay:
         if not end:
             return
         events = data[:end] if end < len(data) else data
+        if self._secret and self._secret[:8] in events:  # whole events only: never split
+            events = redact(events, self._secret)
         for marker in self._markers:
             if marker in events:
                 self._done = True
@@ -119,6 +120,13 @@ class SseRelay:
         # Held-back partial events were never sent, so the client's framing is intact here.
         event = sse_error(message, "upstream_error", code)
         await self._send({"type": "http.response.body", "body": event, "more_body": False})
+
+
+def redact(body: bytes, key: bytes) -> bytes:
+    """`body` with the upstream credential `key` (and any 8-character prefix of it) blanked out:
+    an upstream that echoes our request must not hand the key to the client."""
+    body = body.replace(key, b"[redacted]")
+    return body.replace(key[:8], b"[redacted]") if len(key) >= 8 else body
 
 
 def _last_member_usage(body: bytes) -> Any:

@@ -45,6 +45,8 @@ class VersionEntry:
     created: int
     response_headers: tuple[tuple[bytes, bytes], ...]  # x-gateway-model / x-gateway-version
     max_inflight: int | None
+    forward_headers: frozenset[bytes] = frozenset()  # configured extras (lower case)
+    secret: bytes = b""  # api_key encoded: what redaction looks for in relayed answers
 
     def describe(self, aliases: list[str]) -> dict[str, Any]:
         return {
@@ -187,6 +189,8 @@ def _model_entry(
                 (b"x-gateway-config-revision", revision.encode()),
             ),
             max_inflight=version.max_inflight,
+            forward_headers=frozenset(name.encode() for name in up.forward_headers),
+            secret=(environ.get(up.api_key_env) or "").encode() if up.api_key_env else b"",
         )
     r = model.routing
     served = [frozenset(v.urls) for v in versions.values()]

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from tests.conftest import leaks
@@ -101,6 +102,48 @@ def test_no_secret_reaches_a_client_metric_or_log(mocks: tuple[Mock, Mock], work
     for text in [*captured, log]:
         assert not leaks(text), f"secret found: {leaks(text)[0][:3]}… in {text[:200]}"
     assert any('"event":"access"' in line for line in log.splitlines())
+
+
+def test_sdk_at_defaults_never_sees_an_echoed_upstream_key(
+    mocks: tuple[Mock, Mock], workdir: Path
+) -> None:
+    """The official SDK asks for gzip; an upstream that echoes its key in gzip-compressed errors,
+    bodies and streams (split mid-key) must still hand the client and the log nothing."""
+    one, _ = mocks
+    upstream = {"url": one.url, "model": one.model, "api_key_env": "K"}
+    config = {
+        "auth": {
+            "keys": [{"id": "app", "sha256": hashlib.sha256(CLIENT_KEY.encode()).hexdigest()}]
+        },
+        "models": {"chat": {"versions": {"v1": {"upstream": upstream}}}},
+    }
+    captured: list[str] = []
+    with gateway(config, workdir, env={"K": UPSTREAM_KEY}) as gw:
+        sdk = openai.OpenAI(base_url=gw.base + "/v1", api_key=CLIENT_KEY, max_retries=0)
+        chat = sdk.chat.completions
+        say = [{"role": "user", "content": "hi"}]
+        for fault in ("echo,gzip", "echo,gzip-asked", "echo"):
+            head = {"x-mock-fault": fault}
+            raw = chat.with_raw_response.create(model="chat", messages=say, extra_headers=head)
+            assert raw.headers.get("content-encoding") is None
+            captured.append(raw.http_response.text)
+            assert "[redacted]" in raw.http_response.text  # the upstream did echo it
+            with chat.with_streaming_response.create(
+                model="chat", messages=say, stream=True, extra_headers=head
+            ) as streamed:
+                text = streamed.read().decode()
+            captured.append(text)
+            assert "[redacted]" in text and text.rstrip().endswith("data: [DONE]")
+            with pytest.raises(openai.InternalServerError) as failed:
+                chat.create(
+                    model="chat", messages=say, extra_headers={"x-mock-fault": f"fail:500,{fault}"}
+                )
+            captured.append(failed.value.response.text)
+            assert "[redacted]" in failed.value.response.text
+        assert one.stats()["last_headers"]["accept-encoding"] == "identity"
+        log = gw.log()
+    for text in [*captured, log]:
+        assert not leaks(text), f"secret found: {leaks(text)[0][:3]}… in {text[:200]}"
 
 
 @pytest.mark.parametrize("secret_value", [UPSTREAM_KEY, CLIENT_KEY, ADMIN_TOKEN])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from gateway.proxy.headers import to_client, to_upstream
 
 
-def test_to_upstream_drops_hop_by_hop_credentials_and_forwarding() -> None:
+def test_to_upstream_forwards_an_allow_list_and_asks_for_identity() -> None:
     client = [
         (b"content-type", b"application/json"),
         (b"authorization", b"Bearer client"),
@@ -23,16 +23,49 @@ def test_to_upstream_drops_hop_by_hop_credentials_and_forwarding() -> None:
         (b"cookie", b"a=b"),
         (b"user-agent", b"OpenAI/Python"),
         (b"x-session-id", b"s1"),
-        (b"accept-encoding", b"gzip"),
+        (b"accept-encoding", b"gzip, deflate"),
+        (b"accept", b"application/json"),
+        (b"openai-beta", b"assistants=v2"),
+        (b"traceparent", b"00-abc-def-01"),
+        (b"x-forwarded-server", b"evil"),
+        (b"x-forwarded-prefix", b"/x"),
+        (b"x-original-forwarded-for", b"1.2.3.4"),
+        (b"via", b"1.1 evil"),
+        (b"true-client-ip", b"1.2.3.4"),
+        (b"cf-connecting-ip", b"1.2.3.4"),
+        (b"x-client-ip", b"1.2.3.4"),
+        (b"x-original-url", b"/admin"),
+        (b"x-rewrite-url", b"/admin"),
     ]
     out = dict(to_upstream(client, "sk-up", "rid"))
     assert out == {
         "content-type": "application/json",
+        "accept": "application/json",
+        "openai-beta": "assistants=v2",
+        "traceparent": "00-abc-def-01",
         "user-agent": "OpenAI/Python",
-        "x-session-id": "s1",
-        "accept-encoding": "gzip",
+        "accept-encoding": "identity",
         "x-request-id": "rid",
         "authorization": "Bearer sk-up",
+    }
+
+
+def test_every_connection_field_counts_and_extras_are_forwarded() -> None:
+    client = [
+        (b"connection", b"accept"),
+        (b"accept", b"a"),
+        (b"x-session-id", b"s1"),
+        (b"x-tenant", b"t"),
+        (b"connection", b"x-tenant"),
+        (b"traceparent", b"t"),
+    ]
+    out = dict(to_upstream(client, None, "rid", frozenset({b"x-session-id", b"x-tenant"})))
+    assert out == {
+        "x-session-id": "s1",
+        "traceparent": "t",
+        "accept-encoding": "identity",
+        "x-request-id": "rid",
+        "user-agent": "llm-gateway",
     }
 
 
@@ -71,7 +104,7 @@ def test_to_client_allow_list() -> None:
         b"",
     )
     assert to_client([(b"Content-Encoding", b"gzip")]) == (
-        [(b"content-encoding", b"gzip")],
+        [],  # decoded by the gateway: never relayed
         b"",
         b"gzip",
     )

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from gateway.errors import UpstreamError
 from gateway.exchange import STREAM_CUT, SUCCESS, TIMEOUT, Exchange
 from gateway.proxy.deadline import DeadlineWheel
+from gateway.proxy.decode import decoded, decoding
 from gateway.proxy.sse import SseRelay, observe_usage_json, sse_error
 
 EVENT = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
@@ -26,7 +29,7 @@ async def gen(*chunks: bytes, stall: float = 0.0) -> AsyncIterator[bytes]:
 
 
 async def relay(
-    first: bytes, rest: AsyncIterator[bytes], encoded: bool = False, idle: float = 5.0
+    first: bytes, rest: AsyncIterator[bytes], secret: bytes = b"", idle: float = 5.0
 ) -> tuple[Exchange, list[dict[str, Any]]]:
     sent: list[dict[str, Any]] = []
 
@@ -38,7 +41,7 @@ async def relay(
     deadline = DeadlineWheel().start(60, idle, 60)
     deadline.idle()
     try:
-        await SseRelay(ex, send, loop.time, encoded).run(first, rest, deadline)
+        await SseRelay(ex, send, loop.time, secret).run(first, rest, deadline)
     finally:
         deadline.stop()
     return ex, sent
@@ -102,9 +105,31 @@ async def test_oversized_event_is_refused() -> None:
     assert ex.outcome == STREAM_CUT and b"larger than 1 MiB" in sent[-1]["body"]
 
 
-async def test_compressed_stream_is_relayed_blind() -> None:
-    ex, sent = await relay(b"\x1f\x8b\x08", gen(b"\x00\x01"), encoded=True)
-    assert body(sent) == b"\x1f\x8b\x08\x00\x01" and ex.outcome == SUCCESS
+async def test_secret_is_redacted_from_events_even_split_across_chunks() -> None:
+    key = b"sk-UPSTREAM-0123456789"
+    leak = b'data: {"choices":[{"delta":{"content":"Bearer ' + key + b'"}}]}\n\n'
+    ex, sent = await relay(leak[:40], gen(leak[40:], EVENT, DONE), secret=key)
+    relayed = body(sent)
+    assert key not in relayed and key[:8] not in relayed and b"[redacted]" in relayed
+    assert relayed.endswith(EVENT + DONE) and ex.outcome == SUCCESS
+
+
+async def test_compressed_stream_is_decoded_then_checked_and_redacted() -> None:
+    key = b"sk-UPSTREAM-0123456789"
+    packed = gzip.compress(b'data: {"k":"' + key + b'"}\n\n' + USAGE + DONE)
+    decoder = decoding(b"gzip")
+    ex, sent = await relay(b"", decoded(gen(packed[:10], packed[10:]), decoder), secret=key)
+    relayed = body(sent)
+    assert key not in relayed and relayed.endswith(USAGE + DONE) and ex.outcome == SUCCESS
+    assert (ex.prompt_tokens, ex.completion_tokens) == (7, 3)
+
+
+async def test_compression_bomb_and_unknown_coding_are_refused() -> None:
+    bomb = gzip.compress(b"data: " + b"x" * (4 << 20))
+    with pytest.raises(UpstreamError, match="once decoded"):
+        [chunk async for chunk in decoded(gen(bomb), decoding(b"gzip"), 1 << 20)]
+    with pytest.raises(UpstreamError, match="content-encoding"):
+        decoding(b"br")
 
 
 async def test_crlf_framed_events_and_chunks_without_any_boundary() -> None:
