@@ -211,8 +211,7 @@ class ProxyEndpoint:
             requested, size = payload["model"], len(body)
         pin = headers.get(b"x-gateway-version")
         header_pin = pin.decode("latin-1") if pin is not None else None
-        target = rt.registry.resolve(requested, header_pin, client.may_use)
-        client.check(target.model.name, pin is not None or "@" in requested)
+        target = rt.registry.resolve(requested, header_pin, client.may_use, client.check)
         ex.model = target.model.name
         wrap = None
         if path == RESPONSES_PATH and type(payload) is dict:

@@ -148,9 +148,15 @@ class Registry:
         requested: str,
         header_pin: str | None,
         visible: Callable[[str], bool] = lambda _: True,
+        permit: Callable[[str, bool], None] | None = None,
     ) -> Target:
+        """The model and pinned version `requested` (`chat`, `chat@v2`, `chat@stable`) names,
+        with `x-gateway-version` `header_pin`. `permit(model, pinned)` runs (and may raise)
+        before any version or alias is looked up, so a refused caller learns none of them."""
         name, sep, ref = requested.partition("@")
         model = self.model(name, visible)
+        if permit is not None:
+            permit(model.name, bool(sep) or header_pin is not None)
         if sep and header_pin is not None and model.version(ref) is not model.version(header_pin):
             raise BadRequest(
                 f"conflicting pins: model {requested!r} and x-gateway-version {header_pin!r}"

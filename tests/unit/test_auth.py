@@ -78,6 +78,24 @@ async def test_model_access_and_pins(app: App) -> None:
     assert [m["id"] for m in listed.json()["data"]] == ["chat"]
 
 
+@pytest.mark.parametrize(
+    ("key", "model", "pin"),
+    [
+        (KEY_B, "embed@zzz", None),  # a model the key may not use: nothing about its versions
+        (KEY_B, "embed", "zzz"),
+        (KEY_B, "chat@zzz", None),  # allow_pins: false learns nothing about its own model
+        (KEY_B, "chat", "zzz"),
+    ],
+)
+async def test_permission_is_checked_before_any_version_is_looked_up(
+    app: App, key: str, model: str, pin: str | None
+) -> None:
+    headers = {"x-gateway-version": pin} if pin else {}
+    denied = await post(app, model, key, **headers)
+    assert denied.status_code == 403, denied.text
+    assert "zzz" not in denied.text and "v1" not in denied.text and "known" not in denied.text
+
+
 async def test_rate_limit_429_with_retry_after(app: App) -> None:
     codes = [(await post(app, "chat", KEY_A)).status_code for _ in range(3)]
     limited = await post(app, "chat", KEY_A)
