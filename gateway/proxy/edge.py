@@ -4,8 +4,10 @@ Owns a subclass of uvicorn's httptools protocol (the parser that already rejects
 requests — Content-Length with Transfer-Encoding, duplicate or malformed lengths, obfuscated
 encodings, obs-fold — with 400 and closes). On top of it: at most `max_headers` header fields
 and `max_header_bytes` of request head (431, counted as bytes arrive, so a giant header never
-gets buffered), exactly one plain `Host` (400), and a deadline for the whole head to arrive
-(`header_timeout_s`), which closes slowloris connections. Every refusal closes the connection.
+gets buffered), exactly one plain `Host` (400; HTTP/1.0 may omit it), at most one
+`Authorization` (400: routes must never disagree about which one counts), and a deadline for
+the whole head to arrive (`header_timeout_s`), which closes slowloris connections.
+Every refusal closes the connection.
 
 Two things are done per server rather than per request, to keep timers and tasks off the hot
 path: one sweeper every `SWEEP_S` closes connections whose head is overdue (so the deadline holds
@@ -98,6 +100,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         hosts = [value for name, value in headers if name == b"host"]
         if len(hosts) > 1 or (hosts and BAD_HOST_CHARS.intersection(hosts[0])):
             self._refusal = (400, "invalid or repeated Host header")
+            raise _Refuse
+        if not hosts and self.parser.get_http_version() != "1.0":
+            self._refusal = (400, "missing Host header (required in HTTP/1.1)")
+            raise _Refuse
+        if sum(name == b"authorization" for name, _ in headers) > 1:
+            self._refusal = (400, "repeated Authorization header")
             raise _Refuse
         before = self.cycle
         super().on_headers_complete()

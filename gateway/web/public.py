@@ -34,7 +34,12 @@ METRICS_ERRORS: dict[int | str, dict[str, Any]] = {
 
 def build_web(current: Current, lifespan: Any, admin_auth: AdminAuth | None = None) -> FastAPI:
     web = FastAPI(
-        title="LLM version gateway", version="1", lifespan=lifespan, docs_url=None, redoc_url=None
+        title="LLM version gateway",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,  # a redirect would build its Location from the client's Host
     )
     install_error_handlers(web)
 
@@ -105,6 +110,7 @@ def build_admin_web() -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url="/admin/openapi.json",
+        redirect_slashes=False,
     )
     install_error_handlers(web)
     _login_routes(web)

@@ -148,3 +148,24 @@ def test_forwarded_for_is_not_trusted_by_default(edge_gw: Gateway) -> None:
     )
     assert resp.status_code == 200
     assert "6.6.6.6" not in edge_gw.log()
+
+
+def test_http11_without_host_is_400_but_http10_may_omit_it(edge_gw: Gateway) -> None:
+    assert exchange(edge_gw, b"GET /healthz HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert exchange(edge_gw, b"GET /healthz HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("path", [b"GET /v1/models", b"POST /v1/chat/completions"])
+def test_repeated_authorization_is_400_on_every_route(edge_gw: Gateway, path: bytes) -> None:
+    raw = (
+        path + b" HTTP/1.1\r\nhost: x\r\nauthorization: Bearer a\r\nauthorization: Bearer b\r\n"
+        b"content-length: 0\r\n\r\n"
+    )
+    out = exchange(edge_gw, raw)
+    assert out.startswith(b"HTTP/1.1 400") and b"Authorization" in out
+
+
+@pytest.mark.parametrize("path", [b"/v1/models/", b"/healthz/", b"/admin/models/"])
+def test_no_redirect_takes_its_host_from_the_client(edge_gw: Gateway, path: bytes) -> None:
+    out = exchange(edge_gw, b"GET " + path + b" HTTP/1.1\r\nhost: evil.example\r\n\r\n", 1.0)
+    assert b"evil.example" not in out and not out.startswith(b"HTTP/1.1 30")
