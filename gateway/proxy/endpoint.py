@@ -43,6 +43,7 @@ from gateway.proxy.multipart import Upload, read_upload
 from gateway.proxy.responses import ROUTES, ById, Capture, Forget, split_path
 from gateway.proxy.shadow import Shadow
 from gateway.proxy.sse import sse_error
+from gateway.proxy.usage import ask_for_usage, estimate_usage
 from gateway.ratelimit import Limiter
 from gateway.ratelimit.gcra import Ticket
 from gateway.resilience.health import HealthTable
@@ -53,6 +54,7 @@ from gateway.runtime.snapshot import Runtime
 
 REQUEST_ID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 MODEL_ROUTES = frozenset(f"/v1{p}" for p in PROXY_PATHS)
+USAGE_OPTION_ROUTES = frozenset(("/v1/chat/completions", "/v1/completions"))
 UPLOAD_ROUTES = frozenset(("/v1/audio/transcriptions",))  # multipart, streamed through
 Admitted = tuple[
     Target, tuple[str, ...], dict[str, Any] | Outgoing, Ticket | None, Callable[[Send], Send] | None
@@ -172,6 +174,8 @@ class ProxyEndpoint:
                 hooks.discard(link.lost)
             if watcher is not None:
                 watcher.cancel()
+            if ex.status == 200 and ex.metered and not (ex.prompt_tokens or ex.completion_tokens):
+                estimate_usage(ex)
             if ticket is not None:
                 self._limiter.settle(ticket, ex.prompt_tokens + ex.completion_tokens)
             self.inflight -= 1
@@ -221,6 +225,9 @@ class ProxyEndpoint:
         _check_served(target, path)
         fields = payload if type(payload) is dict else {}
         ex.stream = fields.get("stream") is True
+        ex.request_bytes = size
+        if ex.stream and path in USAGE_OPTION_ROUTES:
+            ask_for_usage(fields, ex)
         order = self._decide(target, headers, fields, ex)
         if target.pinned is not None and fields.get("previous_response_id") is not None:
             ex.routing_reason = "previous_response"

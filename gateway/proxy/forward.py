@@ -176,6 +176,7 @@ async def _relay(
     ex.outcome = _outcome(status)
     if status == 200 and len(body) <= USAGE_PARSE_LIMIT and ex.metered:
         observe_usage_json(body, ex)
+    ex.relayed_bytes = len(body)
     head.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": head})
     ex.ttft = perf_counter() - ex.started

@@ -22,6 +22,7 @@ from starlette.types import Send
 
 from gateway.exchange import STREAM_CUT, TIMEOUT, Exchange
 from gateway.proxy.deadline import Deadline
+from gateway.proxy.usage import strip_usage_events
 
 MAX_EVENT_BYTES = 1 << 20
 USAGE_MEMBER = b'"usage":'
@@ -88,8 +89,15 @@ class SseRelay:
         for marker in self._markers:
             if marker in events:
                 self._done = True
-        if b'"usage"' in events and self._ex.metered:
-            _observe_usage(events, self._ex)
+        ex = self._ex
+        if b'"usage"' in events:
+            if ex.metered:
+                _observe_usage(events, ex)
+            if ex.strip_usage:  # the gateway asked for this chunk, the client did not
+                events = strip_usage_events(events)
+                if not events:
+                    return
+        ex.relayed_bytes += len(events)
         if self._ex.ttft is None:
             self._ex.ttft = self._clock() - self._ex.started
         await self._send({"type": "http.response.body", "body": events, "more_body": True})

@@ -29,7 +29,11 @@ async def gen(*chunks: bytes, stall: float = 0.0) -> AsyncIterator[bytes]:
 
 
 async def relay(
-    first: bytes, rest: AsyncIterator[bytes], secret: bytes = b"", idle: float = 5.0
+    first: bytes,
+    rest: AsyncIterator[bytes],
+    secret: bytes = b"",
+    idle: float = 5.0,
+    strip_usage: bool = False,
 ) -> tuple[Exchange, list[dict[str, Any]]]:
     sent: list[dict[str, Any]] = []
 
@@ -38,6 +42,7 @@ async def relay(
 
     loop = asyncio.get_running_loop()
     ex = Exchange("rid", "/v1/chat/completions", loop.time())
+    ex.strip_usage = strip_usage
     deadline = DeadlineWheel().start(60, idle, 60)
     deadline.idle()
     try:

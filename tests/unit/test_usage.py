@@ -1,0 +1,111 @@
+"""Token usage the limits rely on: asked for on streams, stripped when unasked, else estimated."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from random import Random
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.config import parse_config
+from gateway.exchange import Exchange
+from gateway.proxy.usage import ask_for_usage, estimate_usage, strip_usage_events
+from tests.fakes import FakeResponse, FakeTransport
+from tests.samples import ENV, GOOD
+from tests.unit.test_streaming import DONE, EVENT, USAGE, body, gen, relay
+
+
+@pytest.mark.parametrize(
+    ("options", "after", "strip"),
+    [
+        (None, {"include_usage": True}, True),
+        ({"include_usage": False}, {"include_usage": True}, True),
+        ({"include_usage": True}, {"include_usage": True}, False),
+        ("bad", "bad", False),
+    ],
+)
+def test_streams_ask_for_usage_and_remember_whether_the_client_did(
+    options: Any, after: Any, strip: bool
+) -> None:
+    fields: dict[str, Any] = {"stream": True}
+    if options is not None:
+        fields["stream_options"] = options
+    ex = Exchange("rid", "/v1/chat/completions", 0.0)
+    ask_for_usage(fields, ex)
+    assert fields["stream_options"] == after and ex.strip_usage is strip
+
+
+def test_only_the_usage_only_chunk_is_stripped() -> None:
+    with_null = b'data: {"choices":[{"delta":{}}],"usage":null}\n\n'
+    assert strip_usage_events(EVENT + USAGE + DONE) == EVENT + DONE
+    assert strip_usage_events(with_null) == with_null
+    crlf = (EVENT + USAGE).replace(b"\n", b"\r\n")
+    assert strip_usage_events(crlf) == EVENT.replace(b"\n", b"\r\n")
+
+
+async def test_relay_counts_the_usage_it_strips() -> None:
+    ex, sent = await relay(EVENT, gen(USAGE, DONE), strip_usage=True)
+    assert body(sent) == EVENT + DONE
+    assert (ex.prompt_tokens, ex.completion_tokens) == (7, 3)
+
+
+def test_unknown_usage_is_estimated_never_a_default() -> None:
+    ex = Exchange("rid", "/v1/chat/completions", 0.0)
+    ex.request_bytes, ex.relayed_bytes = 400, 8000
+    estimate_usage(ex)
+    assert (ex.prompt_tokens, ex.completion_tokens) == (100, 2000)
+
+
+KEY = "key-t-" + "z" * 20
+TOKENS = f"""
+auth:
+  keys:
+    - {{id: t, sha256: "{hashlib.sha256(KEY.encode()).hexdigest()}", models: ["*"],
+        rate_limit: {{tokens_per_minute: 3000}}}}
+"""
+CHUNK = b'data: {"choices":[{"index":0,"delta":{"content":"' + b"w" * 1600 + b'"}}]}\n\n'
+SSE = [(b"content-type", b"text/event-stream")]
+USAGE_2000 = b'"usage":{"prompt_tokens":10,"completion_tokens":2000}'
+
+
+def upstream_stream(with_usage: bool) -> FakeResponse:
+    usage = b'data: {"choices":[],' + USAGE_2000 + b"}\n\n"
+    return FakeResponse(200, SSE, [CHUNK * 5, *([usage] if with_usage else []), DONE])
+
+
+def upstream_gzip(url: str) -> FakeResponse:
+    body = gzip.compress(b'{"choices":[],' + USAGE_2000 + b"}")
+    headers = [(b"content-type", b"application/json"), (b"content-encoding", b"gzip")]
+    return FakeResponse(200, headers, [body])
+
+
+@pytest.mark.parametrize(
+    ("answer", "stream"),
+    [
+        (lambda url: upstream_stream(False), True),  # upstream ignores include_usage
+        (lambda url: upstream_stream(True), True),
+        (upstream_gzip, False),  # compressed although identity was asked for
+    ],
+    ids=["stream-no-usage", "stream-usage", "gzip"],
+)
+async def test_a_token_limit_holds_whatever_the_upstream_reports(answer: Any, stream: bool) -> None:
+    gw = create_app(parse_config(GOOD + TOKENS, ENV), ENV, rng=Random(1))
+    fake = FakeTransport()
+    fake.answer = answer
+    gw.parts.forwarder.transport = fake
+    headers = {"authorization": f"Bearer {KEY}"}
+    request = {"model": "chat@v1", "stream": stream}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw") as c:
+        codes = []
+        for _ in range(6):
+            resp = await c.post("/v1/chat/completions", json=request, headers=headers)
+            codes.append(resp.status_code)
+            if resp.status_code == 200 and stream:
+                assert b"usage" not in resp.content  # stripped: this client did not ask for it
+    assert codes[:2] == [200, 200] and set(codes[2:]) == {429}  # one request's overshoot at most
+    if stream:
+        assert fake.calls[0][2]["stream_options"] == {"include_usage": True}
