@@ -36,6 +36,7 @@ class Client:
     models: frozenset[str] | None  # None: every model
     allow_pins: bool
     rate_limit: RateLimit
+    max_inflight: int | None = None  # None: the default share of `limits.max_inflight`
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -56,7 +57,7 @@ class KeyTable:
         self._by_digest: dict[bytes, Client] = {}
         for key in auth.keys if auth else ():
             models = None if "*" in key.models else frozenset(key.models)
-            client = Client(key.id, models, key.allow_pins, key.rate_limit)
+            client = Client(key.id, models, key.allow_pins, key.rate_limit, key.max_inflight)
             self._by_digest[bytes.fromhex(key.sha256)] = client
 
     def authenticate(self, authorization: bytes | None) -> Client:

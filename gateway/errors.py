@@ -87,6 +87,24 @@ class PayloadTooLarge(ClientError):
     code = "request_too_large"
 
 
+class BodyTimeout(ClientError):
+    """The request body did not arrive within `limits.body_timeout_s`."""
+
+    status = 408
+    code = "body_timeout"
+
+
+class KeyOverloaded(ClientError):
+    """One API key has as many requests in flight as it may (`auth.keys[].max_inflight`)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "key_inflight_limit"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", b"1")]
+
+
 class ClientDisconnected(ClientError):
     """The client went away before the answer was complete (logged as 499, never sent)."""
 

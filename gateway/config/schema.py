@@ -203,6 +203,14 @@ class ClientKey(Strict):
         True, description="May address versions and aliases (`chat@v2`, `x-gateway-version`)."
     )
     rate_limit: RateLimit = Field(RateLimit(), description="Per-key limits (none by default).")
+    max_inflight: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Requests of this key in flight per process → 429 beyond (counted from the "
+        "moment its head is authenticated, so slow bodies count). Unset: half of "
+        "`limits.max_inflight`, so one key can never take every slot.",
+    )
 
     @field_validator("sha256")
     @classmethod
@@ -251,6 +259,13 @@ class Limits(Strict):
     )
     header_timeout_s: float = Field(
         10.0, gt=0, le=600, description="The whole request head must arrive by then."
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="A JSON request body must have arrived this long after its head was "
+        'authenticated → 408 (`gateway_rejected_total{reason="body_timeout"}`).',
     )
 
 

@@ -22,10 +22,14 @@ from typing import Any
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.auth import Client
+from gateway.config.schema import Limits
 from gateway.errors import (
     BadRequest,
+    BodyTimeout,
     ClientDisconnected,
     GatewayError,
+    KeyOverloaded,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -119,6 +123,7 @@ class ProxyEndpoint:
         self._index = index  # response id -> the version that created it
         self._current_task = CurrentTask()
         self.inflight = 0  # client requests in progress
+        self._key_inflight: dict[str, int] = {}  # API key id -> its requests in progress
         self.tasks: set[asyncio.Task[Any]] = set()
         self.shutting_down = False  # drain deadline passed: in-flight work is being ended
 
@@ -179,11 +184,34 @@ class ProxyEndpoint:
             if ticket is not None:
                 self._limiter.settle(ticket, ex.prompt_tokens + ex.completion_tokens)
             self.inflight -= 1
+            if ex.holds_slot:
+                self._release(ex.client)
             self.tasks.discard(task)
             ex.duration = perf_counter() - ex.started
             rt.metrics.record(ex)
             self._access.write(ex)
             self._record(ex)
+
+    def _authenticate(self, rt: Runtime, headers: dict[bytes, bytes], ex: Exchange) -> Client:
+        """The caller's key (401 if none), counted in its in-flight requests from here on (429
+        past its cap: one key's slow or stuck requests can never take every slot)."""
+        client = rt.keys.authenticate(headers.get(b"authorization"))
+        ex.client = client.id
+        if not rt.keys.open:
+            held = self._key_inflight.get(client.id, 0)
+            cap = client.max_inflight or max(1, rt.limits.max_inflight // 2)
+            if held >= cap:
+                raise KeyOverloaded(f"this API key already has {held} requests in flight")
+            self._key_inflight[client.id] = held + 1
+            ex.holds_slot = True
+        return client
+
+    def _release(self, key: str) -> None:
+        held = self._key_inflight[key] - 1
+        if held:
+            self._key_inflight[key] = held
+        else:
+            del self._key_inflight[key]
 
     async def _admit(
         self,
@@ -195,8 +223,7 @@ class ProxyEndpoint:
     ) -> Admitted:
         """Authenticate, read and parse, resolve, decide, take the rate-limit ticket: what
         the attempts then do (returned, not awaited from here, to keep the await chain short)."""
-        client = rt.keys.authenticate(headers.get(b"authorization"))
-        ex.client = client.id
+        client = self._authenticate(rt, headers, ex)
         path = ex.path
         payload: dict[str, Any] | Upload
         if path in UPLOAD_ROUTES:
@@ -208,9 +235,7 @@ class ProxyEndpoint:
             )
             requested, size = payload.model, payload.size
         else:
-            body = await _read_body(
-                receive, headers.get(b"content-length"), rt.limits.max_body_bytes
-            )
+            body = await _read_body_in_time(receive, headers, rt.limits)
             payload = _parse(body)
             requested, size = payload["model"], len(body)
         pin = headers.get(b"x-gateway-version")
@@ -291,8 +316,7 @@ class ProxyEndpoint:
         ex: Exchange,
     ) -> Admitted:
         """A call on a response id: routed to the version that created it, never elsewhere."""
-        client = rt.keys.authenticate(headers.get(b"authorization"))
-        ex.client = client.id
+        client = self._authenticate(rt, headers, ex)
         parsed = split_path(ex.path)
         if parsed is None:
             raise NotFound(f"no endpoint {ex.path}", code="unknown_url")
@@ -300,7 +324,7 @@ class ProxyEndpoint:
         method: str = scope["method"]
         if method not in ROUTES[suffix]:
             raise MethodNotAllowed(f"use {' or '.join(ROUTES[suffix])} here", ROUTES[suffix])
-        body = await _read_body(receive, headers.get(b"content-length"), rt.limits.max_body_bytes)
+        body = await _read_body_in_time(receive, headers, rt.limits)
         model_name, vid = await self._owner(rid)
         model = rt.registry.models.get(model_name)
         if model is None or not client.may_use(model_name):
@@ -374,6 +398,17 @@ async def _cancelled(link: ClientLink, ex: Exchange, rt: Runtime) -> None:
         await link.send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+async def _read_body_in_time(
+    receive: Receive, headers: dict[bytes, bytes], limits: Limits
+) -> bytes:
+    """`_read_body` within `limits.body_timeout_s` (408 after it)."""
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            return await _read_body(receive, headers.get(b"content-length"), limits.max_body_bytes)
+    except TimeoutError:
+        raise BodyTimeout(f"request body not received within {limits.body_timeout_s:g} s") from None
+
+
 async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
     """The whole request body, refusing more than `limit` bytes (declared or counted)."""
     if declared is not None:
@@ -420,7 +455,7 @@ def _request_id(given: bytes | None) -> str:
 async def _fail(link: ClientLink, err: GatewayError, ex: Exchange, rt: Runtime) -> None:
     """Record `err` and, if nothing was sent yet, answer it in OpenAI's error shape."""
     ex.status, ex.outcome = err.status, err.outcome
-    if err.status in (413, 503) and err.code:
+    if (err.status in (408, 413, 503) or type(err) is KeyOverloaded) and err.code:
         ex.reason = err.code
     if link.started:
         return
