@@ -27,8 +27,8 @@ CANARY = GOOD.replace(
         candidate: v2
         analysis: {bucket_s: 1, warmup_requests: 0, warmup_s: 0, metric: none}
         steps:
-          - {weight: 10, min_samples: 30, min_duration_s: 2, max_duration_s: 120}
-          - {weight: 50, min_samples: 30, min_duration_s: 2, max_duration_s: 120}
+          - {weight: 10, min_samples: 70, min_duration_s: 2, max_duration_s: 120}
+          - {weight: 50, min_samples: 70, min_duration_s: 2, max_duration_s: 120}
 """,
 )
 
