@@ -8,10 +8,12 @@ rule-routed requests excluded) is recorded a second time under the series `<vers
 `settle_s` after its end (every replica has flushed it by then).
 
 Per arm: `requests` = successes + version failures (client errors judge nothing), `failures` =
-`exchange.VERSION_FAILURES`, `latency_n` = successes with a latency (or TTFT) observation, `slow`
-= those above the threshold: the baseline's `slow_percentile` over the earlier buckets in the
-window (rounded up to its histogram bucket; the same threshold for both arms). Without earlier
-baseline observations a bucket carries no latency evidence.
+`exchange.VERSION_FAILURES`, `latency_n` = successes with a latency (or, with `metric: ttft`,
+TTFT) observation, `slow` = those above the threshold: the baseline's `slow_percentile` over the
+earlier buckets in the window (rounded up to its histogram bucket; the same threshold for both
+arms). With `metric: both`, `ttft_n` / `ttft_slow` are the same for TTFT (streamed requests
+only), with its own threshold. Without earlier baseline observations a bucket carries no
+latency evidence.
 """
 
 from __future__ import annotations
@@ -59,12 +61,13 @@ class SnapshotEvidence:
         done = last_complete(snap.now, bucket_s, self.settle_s)
         cand = _grouped(snap.buckets(model, analysis_series(settings.candidate)), bucket_s)
         base = _grouped(snap.buckets(model, analysis_series(settings.baseline)), bucket_s)
+        metrics = _metrics(settings)
         out = []
         for index in sorted(set(cand) | set(base)):
             if after < index <= done:
-                threshold = _threshold(settings, base, index)
-                c = _counts(settings, cand.get(index, ()), threshold)
-                b = _counts(settings, base.get(index, ()), threshold)
+                limits = [_threshold(settings, base, index, m) for m in metrics]
+                c = _counts(cand.get(index, ()), metrics, limits)
+                b = _counts(base.get(index, ()), metrics, limits)
                 out.append(Evidence(index, float(index * bucket_s), c, b))
         return out
 
@@ -80,34 +83,40 @@ def _grouped(buckets: Sequence[BucketStats], bucket_s: int) -> dict[int, list[Bu
     return out
 
 
-def _hist(settings: CanarySettings, bucket: BucketStats) -> Histogram:
-    return bucket.ttft if settings.analysis.metric == "ttft" else bucket.latency
+def _metrics(settings: CanarySettings) -> tuple[str, ...]:
+    """The histograms the tail tests read, in ArmCounts order (latency_n/slow, ttft_n/ttft_slow)."""
+    metric = settings.analysis.metric
+    return {"both": ("latency", "ttft"), "latency": ("latency",), "ttft": ("ttft",)}.get(metric, ())
+
+
+def _hist(bucket: BucketStats, metric: str) -> Histogram:
+    return bucket.ttft if metric == "ttft" else bucket.latency
 
 
 def _threshold(
-    settings: CanarySettings, base: dict[int, list[BucketStats]], index: int
+    settings: CanarySettings, base: dict[int, list[BucketStats]], index: int, metric: str
 ) -> int | None:
     """The histogram bucket index at the baseline's slow percentile before bucket `index`."""
-    if not settings.latency_enabled:
-        return None
     merged = Histogram()
     for earlier, buckets in base.items():
         if earlier < index:
             for b in buckets:
-                merged.merge(_hist(settings, b))
+                merged.merge(_hist(b, metric))
     value = merged.quantile(settings.analysis.slow_percentile / 100.0)
     return None if value is None else bucket_of(value)
 
 
 def _counts(
-    settings: CanarySettings, buckets: Sequence[BucketStats], limit: int | None
+    buckets: Sequence[BucketStats], metrics: Sequence[str], limits: Sequence[int | None]
 ) -> ArmCounts:
-    requests = failures = latency_n = slow = 0
+    requests = failures = 0
+    tails = [0, 0, 0, 0]  # latency_n, slow, ttft_n, ttft_slow
     for b in buckets:
         failures += b.failures
         requests += b.successes + b.failures
-        if limit is not None:
-            hist = _hist(settings, b)
-            latency_n += int(hist.total)
-            slow += int(sum(c for i, c in hist.counts.items() if i > limit))
-    return ArmCounts(requests, failures, latency_n, slow)
+        for slot, (metric, limit) in enumerate(zip(metrics, limits, strict=True)):
+            if limit is not None:
+                hist = _hist(b, metric)
+                tails[2 * slot] += int(hist.total)
+                tails[2 * slot + 1] += int(sum(c for i, c in hist.counts.items() if i > limit))
+    return ArmCounts(requests, failures, *tails)
