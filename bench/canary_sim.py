@@ -264,7 +264,7 @@ def _settings(**changes: object) -> CanarySettings:
     return replace(DOC, **changes)  # type: ignore[arg-type]
 
 
-ONE_STEP = (Step(50, 1, 0, 3600),)  # the loosest config that `validate` accepts
+ONE_STEP = (Step(50, 57, 0, 3600),)  # the loosest floors `validate` accepts (srm_floor at 50 %)
 ABS = Analysis(metric="none")
 
 
@@ -297,7 +297,7 @@ def scenarios() -> list[Scenario]:
         Scenario("incident: both 50 % for 60 s", "incident", Traffic(incident=(60, 0.5))),
         Scenario("incident: both 20 % for 5 min", "incident", Traffic(incident=(300, 0.2))),
         Scenario(
-            "on margin, one 50 % step, floors 1/0 s: p_B 1 %, p_C 1.5 %",
+            "on margin, one 50 % step, floors 57 / 0 s: p_B 1 %, p_C 1.5 %",
             "margin",
             Traffic(p_b=0.01, p_c=0.015),
             _settings(steps=ONE_STEP, analysis=ABS),
@@ -306,7 +306,7 @@ def scenarios() -> list[Scenario]:
             bound="alpha_safe",
         ),
         Scenario(
-            "on margin, one 50 % step, floors 1/0 s: p_B 0.2 %, p_C 0.7 %",
+            "on margin, one 50 % step, floors 57 / 0 s: p_B 0.2 %, p_C 0.7 %",
             "margin",
             Traffic(p_b=0.002, p_c=0.007),
             _settings(steps=ONE_STEP, analysis=ABS),

@@ -14,11 +14,17 @@ earlier buckets in the window (rounded up to its histogram bucket; the same thre
 arms). With `metric: both`, `ttft_n` / `ttft_slow` are the same for TTFT (streamed requests
 only), with its own threshold. Without earlier baseline observations a bucket carries no
 latency evidence.
+
+Sticky canaries (the store's `u:` / `x:` session fields on the analysis series) also get
+`sessions` = sessions first seen in the bucket (in neither arm's earlier buckets of the window)
+and `failed_sessions` = those of them with a failure in it; keyless requests count one session
+each. `Evidence.sessions` is then set and the judge counts sessions, each once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
 from gateway.canary.settings import CanarySettings
 from gateway.canary.state import ArmCounts, Evidence
@@ -62,13 +68,20 @@ class SnapshotEvidence:
         cand = _grouped(snap.buckets(model, analysis_series(settings.candidate)), bucket_s)
         base = _grouped(snap.buckets(model, analysis_series(settings.baseline)), bucket_s)
         metrics = _metrics(settings)
+        indexes = sorted(set(cand) | set(base))
+        sessions = _sessions(cand, base, indexes)
         out = []
-        for index in sorted(set(cand) | set(base)):
+        for index in indexes:
             if after < index <= done:
                 limits = [_threshold(settings, base, index, m) for m in metrics]
                 c = _counts(cand.get(index, ()), metrics, limits)
                 b = _counts(base.get(index, ()), metrics, limits)
-                out.append(Evidence(index, float(index * bucket_s), c, b))
+                if sessions is not None:
+                    (c_new, c_failed), (b_new, b_failed) = sessions[index]
+                    c = replace(c, sessions=c_new, failed_sessions=c_failed)
+                    b = replace(b, sessions=b_new, failed_sessions=b_failed)
+                ev = Evidence(index, float(index * bucket_s), c, b, sessions=sessions is not None)
+                out.append(ev)
         return out
 
     def done(self, bucket_s: int) -> int:
@@ -81,6 +94,45 @@ def _grouped(buckets: Sequence[BucketStats], bucket_s: int) -> dict[int, list[Bu
     for b in buckets:
         out.setdefault(b.start // bucket_s, []).append(b)
     return out
+
+
+Pair = tuple[int, int]
+
+
+def _sessions(
+    cand: dict[int, list[BucketStats]], base: dict[int, list[BucketStats]], indexes: list[int]
+) -> dict[int, tuple[Pair, Pair]] | None:
+    """Per bucket index and arm: (sessions first seen there, those of them that failed there);
+    None when the series carry no session fields (not a sticky canary)."""
+    everything = [b for arm in (cand, base) for bs in arm.values() for b in bs]
+    if not any(b.sessions for b in everything):
+        return None
+    seen: set[str] = set()
+    out: dict[int, tuple[Pair, Pair]] = {}
+    for index in indexes:
+        arms = [_arm_sessions(arm.get(index, ())) for arm in (cand, base)]
+        counts = []
+        for failed_by_id, keyless in arms:
+            new = [sid for sid in failed_by_id if sid not in seen]
+            counts.append((len(new) + keyless[0], sum(failed_by_id[s] for s in new) + keyless[1]))
+        for failed_by_id, _ in arms:
+            seen.update(failed_by_id)
+        out[index] = (counts[0], counts[1])
+    return out
+
+
+def _arm_sessions(buckets: Iterable[BucketStats]) -> tuple[dict[str, bool], Pair]:
+    """One arm's sessions in one index: id → failed there; and keyless (requests, failures)."""
+    failed: dict[str, bool] = {}
+    keyless = [0, 0]
+    for b in buckets:
+        for sid, count in b.sessions.items():
+            if sid == "-":
+                keyless[0] += count
+                keyless[1] += b.failed_sessions.get("-", 0)
+            else:
+                failed[sid] = failed.get(sid, False) or sid in b.failed_sessions
+    return failed, (keyless[0], keyless[1])
 
 
 def _metrics(settings: CanarySettings) -> tuple[str, ...]:

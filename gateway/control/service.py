@@ -49,6 +49,7 @@ class Control:
         self._tasks: list[asyncio.Task[None]] = []
         self._streaks: dict[str, int] = {}  # model → candidate failures in a row, this replica
         self._beside: dict[str, tuple[int, int]] = {}  # baseline (requests, failures) in that run
+        self._in_run: dict[str, set[str]] = {}  # sticky sessions already counted in that run
         self._guarding: set[str] = set()
 
     def observe(self, ex: Exchange) -> None:
@@ -68,7 +69,7 @@ class Control:
         bad = first.outcome in VERSION_FAILURES
         if first.version == canary.candidate:
             seen, failed = (0, 0) if streak == 0 or not bad else (seen, failed)
-            streak = streak + 1 if bad else 0
+            streak = self._run(ex.model, streak, bad, ex.session)
         elif first.version == canary.baseline:
             seen, failed = seen + 1, failed + bad
         self._streaks[ex.model], self._beside[ex.model] = streak, (seen, failed)
@@ -80,6 +81,22 @@ class Control:
             self._guarding.add(ex.model)
             task = asyncio.get_running_loop().create_task(self._guard(ex.model, streak))
             self._tasks.append(task)
+
+    def _run(self, model: str, streak: int, bad: bool, session: str | None) -> int:
+        """The candidate's run after this evidence request; with a sticky key a session counts
+        once per run (one user's repeated failures are not the version's)."""
+        if not bad:
+            self._in_run.pop(model, None)
+            return 0
+        if not session:
+            return streak + 1
+        counted = self._in_run.setdefault(model, set())
+        if streak == 0:
+            counted.clear()
+        if session in counted:
+            return streak
+        counted.add(session)
+        return streak + 1
 
     async def _guard(self, model: str, streak: int) -> None:
         try:

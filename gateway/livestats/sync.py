@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from gateway.config.schema import Store
 from gateway.errors import StoreError
-from gateway.exchange import Attempt, Exchange
+from gateway.exchange import VERSION_FAILURES, Attempt, Exchange
 from gateway.infra.breaker import Breaker
 from gateway.infra.clock import SharedClock
 from gateway.livestats.base import (
@@ -38,6 +38,7 @@ from gateway.livestats.base import (
     Fields,
     MetricsStore,
     add_attempt,
+    add_session,
     attempts_in,
     bucket_start,
     merge_batch,
@@ -103,6 +104,11 @@ class StoreSync:
             self.record(ex.model, ex.attempts[1:], RETRY_TAG, count=False)
         else:
             self.record(ex.model, ex.attempts, RETRY_TAG)
+            return
+        if ex.session is not None:  # a sticky split: the evidence's unit is the session
+            start = bucket_start(self.clock.now(), self.settings.bucket_s)
+            fields = _bucket(self._batch, (ex.model, first.version + ANALYSIS_TAG, start))
+            add_session(fields, ex.session, first.outcome in VERSION_FAILURES)
 
     def record(
         self, model: str, attempts: Sequence[Attempt], tag: str = "", count: bool = True

@@ -328,9 +328,12 @@ class ProxyEndpoint:
             ex.routing_reason = "pinned"
             return (target.pinned.id,)
         model = target.model
-        plan = model.policy.plan(RequestContext(headers, payload, ex.client), self._rng)
+        ctx = RequestContext(headers, payload, ex.client)
+        plan = model.policy.plan(ctx, self._rng)
         ex.routing_reason = plan.reason
         ex.assigned = plan.versions[0]
+        if plan.reason == "canary":  # sticky canaries count sessions as their unit of evidence
+            ex.session = model.policy.session(ctx)
         ordered = model.serving(
             ex.path, attempt_order(plan.versions[0], plan.versions, model.fallback)
         )

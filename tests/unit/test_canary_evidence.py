@@ -57,3 +57,38 @@ def test_one_metric_fills_the_first_tail_only() -> None:
     assert (ttft.candidate.latency_n, ttft.candidate.slow, ttft.candidate.ttft_n) == (50, 5, 0)
     _, none = evidence("none")
     assert (none.candidate.latency_n, none.candidate.ttft_n, none.candidate.failures) == (0, 0, 1)
+
+
+def test_sticky_sessions_count_once_when_first_seen() -> None:
+    def sticky(start: int, sessions: dict[str, int], failed: dict[str, int]) -> BucketStats:
+        failures = sum(failed.values())
+        return replace(
+            bucket(start, [100.0] * (sum(sessions.values()) - failures), [], failures),
+            sessions=sessions,
+            failed_sessions=failed,
+        )
+
+    base = [sticky(0, {"a": 5, "b": 1}, {}), sticky(10, {"a": 9, "c": 2, "-": 3}, {"c": 1, "-": 1})]
+    cand = [sticky(0, {"d": 4}, {"d": 4}), sticky(10, {"d": 8, "e": 1}, {"d": 8})]
+    snap = Snapshot(
+        100.0,
+        0.0,
+        "memory",
+        10,
+        600,
+        {"chat": {"v1#canary": tuple(base), "v2#canary": tuple(cand)}},
+    )
+    settings = CanarySettings("v1", "v2")
+    first, second = SnapshotEvidence(lambda: snap, 10, 1.0).buckets("chat", settings, 10, -1)
+    assert first.sessions and second.sessions
+    assert (first.candidate.sessions, first.candidate.failed_sessions) == (1, 1)  # d
+    assert (first.baseline.sessions, first.baseline.failed_sessions) == (2, 0)  # a, b
+    # d and a were seen before: only e (candidate) and c plus 3 keyless (baseline) are new
+    assert (second.candidate.sessions, second.candidate.failed_sessions) == (1, 0)
+    assert (second.baseline.sessions, second.baseline.failed_sessions) == (4, 2)
+    assert second.candidate.requests == 9  # requests are still counted for the guardrails
+
+
+def test_plain_canaries_carry_no_session_counts() -> None:
+    first, _ = evidence("both")
+    assert not first.sessions and first.candidate.sessions == 0
