@@ -97,6 +97,7 @@ class StoreSync:
             self.record(ex.model, ex.attempts)
             return
         first = ex.attempts[0]
+        full = self._buffered >= self.settings.buffer_size  # then record() drops it all
         if len(ex.attempts) == 1 and first.version == ex.assigned:
             self.record(ex.model, ex.attempts, ANALYSIS_TAG)  # the common case: one attempt
         elif first.version == ex.assigned:
@@ -105,7 +106,7 @@ class StoreSync:
         else:
             self.record(ex.model, ex.attempts, RETRY_TAG)
             return
-        if ex.session is not None:  # a sticky split: the evidence's unit is the session
+        if ex.session is not None and not full:  # a sticky split: the unit is the session
             start = bucket_start(self.clock.now(), self.settings.bucket_s)
             fields = _bucket(self._batch, (ex.model, first.version + ANALYSIS_TAG, start))
             add_session(fields, ex.session, first.outcome in VERSION_FAILURES)
