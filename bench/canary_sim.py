@@ -414,14 +414,16 @@ def table(rows: Sequence[dict], command: str) -> str:
     lines = [
         f"Produced by `{command}` (seed and runs in the command; every rate ± one standard error).",
         "",
-        "| scenario | runs | counts | rate ± SE | target | met | median min |",
-        "|---|---|---|---|---|---|---|",
+        "| scenario | runs | counts | rate ± SE | target | met | median min | how runs ended |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         med = "—" if r["median_min"] is None else f"{r['median_min']:.1f}"
+        ends = sorted(r["outcomes"].items(), key=lambda kv: -kv[1])[:3]
+        how = ", ".join(f"{k} {v / r['runs']:.1%}" for k, v in ends)
         lines.append(
             f"| {r['scenario']} | {r['runs']} | {r['quoted']} | {r['rate']:.2%} ± {r['se']:.2%}"
-            f" | {r['target']} | {'yes' if r['ok'] else '**no**'} | {med} |"
+            f" | {r['target']} | {'yes' if r['ok'] else '**no**'} | {med} | {how} |"
         )
     return "\n".join(lines)
 
