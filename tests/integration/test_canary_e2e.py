@@ -204,7 +204,7 @@ def test_candidate_300ms_slower_in_ttft_is_rolled_back(
         started = time.time()
         times = applied_at(gws, 0.0, timeout=40)
         record = status(gws[1])["history"][-1]
-        assert (record["action"], record["rule"]) == ("rollback", "harm.latency")
+        assert (record["action"], record["rule"]) == ("rollback", "harm.ttft")  # named for TTFT
         print(f"\nttft rollback {record['time'] - started:.1f}s after traffic began, at "
               f"{record['snapshot']['step_candidate']}; applied {max(times) - record['time']:.2f}s later")  # fmt: skip
 
