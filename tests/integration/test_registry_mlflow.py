@@ -205,7 +205,7 @@ def test_mlflow_down_under_load_costs_no_request_and_recovers_within_a_poll(
 
 
 def canary_routing(**analysis: Any) -> dict[str, Any]:
-    step = {"min_samples": 30, "min_duration_s": 2, "max_duration_s": 30}
+    step = {"min_samples": 80, "min_duration_s": 2, "max_duration_s": 30}  # srm_floor
     return {
         "strategy": "canary",
         "retry": {"attempts": 1},
