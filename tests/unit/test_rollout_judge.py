@@ -535,3 +535,17 @@ def test_sequential_srm_freezes_and_counts_sessions_with_a_sticky_key() -> None:
         assert record is None or record.rule != "srm"
     assert sticky.srm_sessions and (sticky.srm_candidate, sticky.srm_baseline) == (58, 522)
     assert snapshot(S, sticky, T0).srm_unit == "sessions"
+
+
+def test_validate_refuses_step_floors_below_the_srm_need() -> None:
+    """Issue 13's loosest config (one 50 % step, min_samples 1, min_duration_s 0) was accepted."""
+    from gateway.canary.validate import srm_floor
+
+    loose = replace(S, steps=(Step(50, 1, 0, 600),))
+    problems = validate_canary(loose)
+    assert len(problems) == 1 and problems[0].startswith("steps[0].min_samples: 1 is below")
+    assert "sample-ratio check" in problems[0]
+    need = srm_floor(0.5, S.srm_alpha)
+    assert 30 < need < 100
+    assert validate_canary(replace(S, steps=(Step(50, need, 0, 600),))) == []
+    assert srm_floor(0.5, 0.01) < need  # a looser SRM level needs less evidence
