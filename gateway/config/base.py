@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
@@ -40,4 +41,14 @@ def weight_ok(value: object) -> bool:
 def check_env_name(value: str | None, key: str) -> str | None:
     if value is not None and not ENV_RE.match(value):
         raise ValueError(f"{key} must be an environment variable name, got {value!r}")
+    return value
+
+
+def check_http_url(value: str, what: str) -> str:
+    """An http(s) URL with a host and no credentials, query or fragment (trailing / dropped)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} must be an http:// or https:// URL with a host, got {value!r}")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(f"{what} must not carry credentials, a query or a fragment: {value!r}")
     return value

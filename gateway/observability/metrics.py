@@ -35,6 +35,7 @@ from gateway.observability.canary import CanaryMetrics
 from gateway.observability.exposition import Exposition
 from gateway.observability.gauges import LiveGauges
 from gateway.observability.logs import event
+from gateway.observability.registry import RegistryMetrics
 from gateway.ratelimit.fallback import REASONS as RATELIMIT_FALLBACK_REASONS
 from gateway.routing.table import Registry
 
@@ -97,6 +98,7 @@ class Metrics:
             "gateway_config_reloads_total", "Config reload attempts by result", ("result",)
         )
         self.canary = CanaryMetrics(x)
+        self.registry = RegistryMetrics(x)
         self._known: frozenset[tuple[str, str]] = frozenset()
         self._children: dict[tuple[str, str, str], Callable[[Exchange], None]] = {}
 

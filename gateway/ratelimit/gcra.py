@@ -59,8 +59,11 @@ def gcra(tat: float, now: float, cost: float, limit: int) -> tuple[float, Verdic
 
 
 def reserve_tokens(payload: dict[str, object], body_bytes: int) -> int:
-    """Tokens to reserve: the prompt (≈ bytes / 4) plus max_tokens or a default estimate."""
+    """Tokens to reserve: the prompt (≈ bytes / 4) plus max_tokens (the Responses API's
+    max_output_tokens) or a default estimate."""
     wanted = payload.get("max_completion_tokens", payload.get("max_tokens"))
+    if wanted is None:
+        wanted = payload.get("max_output_tokens")
     completion = wanted if isinstance(wanted, int) and wanted > 0 else DEFAULT_COMPLETION_ESTIMATE
     return body_bytes // 4 + completion
 

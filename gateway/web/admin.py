@@ -10,6 +10,9 @@ surface, so it can be scraped on the admin listener with the admin token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import (
     HTMLResponse,
@@ -39,6 +42,7 @@ def admin_router(
     reloader: Reloader | None,
     control: Control,
     sync: StoreSync,
+    registry: Callable[[], dict[str, Any] | None] = lambda: None,
 ) -> APIRouter:
     """All admin routes behind the token guard, and the sign-out beside them."""
     router = APIRouter(prefix="/admin", dependencies=[Depends(auth.guard())], tags=["admin"])
@@ -73,7 +77,30 @@ def admin_router(
         responses={404: {"description": "Unknown model", **ERR}},
     )
     async def model_stats(model: str) -> JSONResponse:
-        return JSONResponse(version_stats(current.runtime, sync, model))
+        stats = version_stats(current.runtime, sync, model)
+        stats["registry"] = registry()
+        return JSONResponse(stats)
+
+    @router.get(
+        "/registry",
+        summary="The model registry: what was read and when, refused versions and why, "
+        "write-backs pending",
+        responses={404: {"description": "No registry configured", **ERR}},
+    )
+    async def registry_status() -> JSONResponse:
+        status = registry()
+        if status is None:
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": "no model registry is configured (registry.mlflow)",
+                        "type": "invalid_request_error",
+                        "code": "no_registry",
+                    }
+                },
+                status_code=404,
+            )
+        return JSONResponse(status)
 
     @router.get(
         "/ui",

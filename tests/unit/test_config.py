@@ -140,7 +140,7 @@ def test_weights_required_for_several_versions_without_stable() -> None:
         ("models: {}\n", "models: Dictionary should have at least 1 item"),
         (
             "models: {chat: {versions: {}}}\n",
-            "models.chat.versions: Dictionary should have at least 1 item",
+            "models.chat: a model needs at least one version (or a registry block)",
         ),
     ],
 )
