@@ -45,8 +45,9 @@ from gateway.control.service import Control, build_control
 from gateway.errors import ClientError, ConfigError
 from gateway.exchange import Exchange
 from gateway.infra.clock import SharedClock
+from gateway.infra.tasks import cancel_all
 from gateway.livestats import ResponseIndex, StoreSync, build_response_index, build_sync
-from gateway.livestats.base import ANALYSIS_TAG, SHADOW_TAG
+from gateway.livestats.base import ANALYSIS_TAG, RETRY_TAG, SHADOW_TAG
 from gateway.modelregistry.poller import RegistryPoller, build_poller
 from gateway.modelregistry.view import RegistryView
 from gateway.observability.logs import AccessLog, configure
@@ -327,7 +328,7 @@ def _lifespan(
             parts.current.ready = False
             if parts.admin is not None:
                 await parts.admin.stop()
-            await _cancel(tasks)
+            await cancel_all(tasks)
             await parts.control.stop()
             await parts.shadow.stop()
             await parts.sync.stop()
@@ -340,14 +341,6 @@ def _lifespan(
     return lifespan
 
 
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 def from_env() -> App:
     """The app for the config file named by GATEWAY_CONFIG (one per `--workers` process)."""
     path = os.environ[CONFIG_ENV]
@@ -357,13 +350,14 @@ def from_env() -> App:
 
 
 def _series(runtime: Runtime) -> list[tuple[str, str]]:
-    """Every configured (model, version), plus the canary arms' analysis series and the shadow
-    version's series."""
+    """Every configured (model, version), plus the canary arms' analysis and retry series and the
+    shadow version's series."""
     out = [(m.name, v) for m in runtime.registry.models.values() for v in m.versions]
     for name, model in runtime.config.models.items():
         canary, shadow = model.routing.canary, model.routing.shadow
         if canary is not None:
-            out += [(name, arm + ANALYSIS_TAG) for arm in canary.arms()]
+            arms = canary.arms()
+            out += [(name, arm + tag) for arm in arms for tag in (ANALYSIS_TAG, RETRY_TAG)]
         if shadow is not None:
             out.append((name, shadow.version + SHADOW_TAG))
     return out

@@ -10,7 +10,6 @@ and starts both loops; `stop()` cancels them. The app's lifespan (`gateway/app.p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 
@@ -23,6 +22,7 @@ from gateway.control.plane import ControlPlane
 from gateway.control.store import ControlStore, MemoryControl, RedisControl
 from gateway.errors import GatewayError, StoreError
 from gateway.exchange import VERSION_FAILURES, Exchange
+from gateway.infra.tasks import cancel_all
 from gateway.livestats import StoreSync
 from gateway.observability.canary import CanaryMetrics
 from gateway.runtime.current import Current
@@ -52,24 +52,25 @@ class Control:
         self._guarding: set[str] = set()
 
     def observe(self, ex: Exchange) -> None:
-        """The request path's O(1) hook: count the candidate's failures in a row on analysis
-        traffic, and the baseline's requests and failures since that run began; at the
+        """The request path's O(1) hook, on canary evidence only (the first attempt of a request,
+        on the version the split assigned; retries never count): count the candidate's failures
+        in a row, and the baseline's requests and failures since that run began; at the
         guardrail, unless the baseline fails too (an incident: the leader's bucket judgement
         pauses instead), start one rollback by CAS (the local fast path)."""
-        if ex.routing_reason != "canary" or ex.model is None:
+        if ex.routing_reason != "canary" or ex.model is None or not ex.attempts:
             return
         canary = self.plane.current.runtime.config.models[ex.model].routing.canary
-        if canary is None:
+        first = ex.attempts[0]
+        if canary is None or first.version != ex.assigned:
             return
         streak = self._streaks.get(ex.model, 0)
         seen, failed = self._beside.get(ex.model, (0, 0))
-        for attempt in ex.attempts:
-            bad = attempt.outcome in VERSION_FAILURES
-            if attempt.version == canary.candidate:
-                seen, failed = (0, 0) if streak == 0 or not bad else (seen, failed)
-                streak = streak + 1 if bad else 0
-            elif attempt.version == canary.baseline:
-                seen, failed = seen + 1, failed + bad
+        bad = first.outcome in VERSION_FAILURES
+        if first.version == canary.candidate:
+            seen, failed = (0, 0) if streak == 0 or not bad else (seen, failed)
+            streak = streak + 1 if bad else 0
+        elif first.version == canary.baseline:
+            seen, failed = seen + 1, failed + bad
         self._streaks[ex.model], self._beside[ex.model] = streak, (seen, failed)
         limit = canary.guardrails.consecutive_failures
         if streak >= limit and ex.model not in self._guarding:
@@ -101,12 +102,8 @@ class Control:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await cancel_all(tasks)
         await self.plane.store.aclose()
 
 

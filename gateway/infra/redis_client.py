@@ -43,14 +43,31 @@ def connect(url: str, *, cluster: bool, timeout_s: float, max_connections: int =
 
 
 async def bounded(call: Awaitable[T], timeout_s: float) -> T:
-    """Await `call` within `timeout_s`, mapping every failure onto the store errors."""
+    """Await `call` within `timeout_s`, mapping every failure onto the store errors.
+
+    redis-py can swallow a cancellation that arrives while it takes or returns a pooled
+    connection (the call then returns normally, or fails, with the task still marked as being
+    cancelled). A background loop that catches errors and goes round again would then never
+    stop, so a cancellation requested during the call is raised here whatever the call did."""
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
     try:
         async with asyncio.timeout(timeout_s):
-            return await call
+            result = await call
     except (TimeoutError, redis.exceptions.TimeoutError):
+        _reraise_cancel(task, before)
         raise StoreTimeout(f"redis did not answer within {timeout_s:g}s") from None
     except (redis.exceptions.RedisError, OSError) as exc:
+        _reraise_cancel(task, before)
         raise StoreUnavailable(f"redis failed: {type(exc).__name__}") from None
+    _reraise_cancel(task, before)
+    return result
+
+
+def _reraise_cancel(task: asyncio.Task[Any] | None, before: int) -> None:
+    """Raise the CancelledError that redis-py swallowed, if the task is being cancelled."""
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
 
 
 Script = Callable[[Sequence[str], Sequence[Any]], Awaitable[Any]]

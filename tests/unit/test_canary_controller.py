@@ -162,13 +162,19 @@ async def test_local_consecutive_failures_roll_back_at_once() -> None:
     control = app.parts.control
     await run(app, clock, 1)
 
-    def exchange(reason: str, outcome: str) -> Exchange:
+    def exchange(reason: str, outcome: str, assigned: str = "v2") -> Exchange:
         ex = Exchange("r", "/v1/chat/completions", 0.0, "chat", routing_reason=reason)
+        ex.assigned = assigned
+        if assigned != "v2":  # a baseline failure retried on the candidate
+            ex.attempts.append(Attempt(assigned, 0.0, False, UPSTREAM_ERROR))
         ex.attempts.append(Attempt("v2", 0.0, False, outcome))
         return ex
 
     for _ in range(10):
         control.observe(exchange("pinned", UPSTREAM_ERROR))  # pinned traffic never counts
+    for _ in range(10):
+        control.observe(exchange("canary", UPSTREAM_ERROR, assigned="v1"))  # nor retries
+    assert control._streaks.get("chat", 0) == 0 and not control._tasks
     for _ in range(4):
         control.observe(exchange("canary", UPSTREAM_ERROR))
     control.observe(exchange("canary", "success"))  # the run is broken
@@ -190,6 +196,7 @@ async def test_local_fast_path_holds_off_when_the_baseline_fails_too() -> None:
 
     def exchange(version: str, outcome: str) -> Exchange:
         ex = Exchange("r", "/v1/chat/completions", 0.0, "chat", routing_reason="canary")
+        ex.assigned = version  # first attempts on the assigned version: canary evidence
         ex.attempts.append(Attempt(version, 0.0, False, outcome))
         return ex
 
