@@ -104,8 +104,10 @@ class RegistryPoller:
         return self.adopt(view)
 
     def adopt(self, view: RegistryView) -> bool:
-        """Apply `view` unless it is the one in use; a view that cannot be routed is refused."""
-        if self.view is not None and view.to_dict() == self.view.to_dict():
+        """Apply `view` unless it says what the one in use says (then only its read times are
+        kept, for the status); a view that cannot be routed is refused."""
+        if view.same_as(self.view):
+            self.view = view
             return False
         try:
             self._apply(view)

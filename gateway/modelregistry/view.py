@@ -115,6 +115,15 @@ class RegistryView:
     def to_dict(self) -> dict[str, Any]:
         return {"models": {name: m.to_dict() for name, m in self.models.items()}}
 
+    def same_as(self, other: RegistryView | None) -> bool:
+        """The same versions, aliases and refusals (when each was read aside)."""
+        if other is None or self.models.keys() != other.models.keys():
+            return False
+        return all(
+            replace(m, read_at=0.0) == replace(other.models[n], read_at=0.0)
+            for n, m in self.models.items()
+        )
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RegistryView:
         return cls({str(k): ModelView.from_dict(v) for k, v in data["models"].items()})
