@@ -6,13 +6,15 @@ store and its loops, the control plane and canary controller, shadow copies, the
 web and admin apps. Nothing is looked up later through a shared object; `Parts` keeps what was
 built only so the lifespan (and tests) can reach it.
 
-The top-level `App` is a tiny dispatcher: POSTs to the proxy paths go straight to the pure ASGI
-`ProxyEndpoint`; everything else (models, health, metrics, admin) goes to a FastAPI app. The
-lifespan owns the one pooled upstream client per process, the background loops (store
-flush/refresh, performance recompute, control apply, canary controller, config watch, access
-log) and the admin listener, and moves everything built at start-up into the garbage collector's
-permanent generation (`gc.freeze`) and raises the young-generation threshold (`GC_THRESHOLDS`):
-together they took the collector from ~20 % of the request path's CPU to almost nothing.
+The top-level `App` is a tiny dispatcher: POSTs to the proxy paths (one set lookup) and calls on
+a response id (`/v1/responses/{id}...`, one prefix test, made only when the lookup missed) go
+straight to the pure ASGI `ProxyEndpoint`; everything else (models, health, metrics, admin)
+goes to a FastAPI app. The lifespan owns the one pooled upstream client per process, the
+background loops (store flush/refresh, performance recompute, control apply, canary controller,
+config watch, access log) and the admin listener, and moves everything built at start-up into
+the garbage collector's permanent generation (`gc.freeze`) and raises the young-generation
+threshold (`GC_THRESHOLDS`): together they took the collector from ~20 % of the request
+path's CPU to almost nothing.
 `from_env` is the import-string factory `uvicorn --workers N` calls in each worker (config path
 in GATEWAY_CONFIG).
 """
@@ -37,14 +39,15 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.config import GatewayConfig, load_config
 from gateway.config.routes import ModelRegistry
-from gateway.config.schema import Limits
+from gateway.config.schema import Admin, Limits
 from gateway.control.registry_writeback import RegistryWriteback
 from gateway.control.service import Control, build_control
 from gateway.errors import ClientError, ConfigError
 from gateway.exchange import Exchange
 from gateway.infra.clock import SharedClock
-from gateway.livestats import StoreSync, build_sync
-from gateway.livestats.base import ANALYSIS_TAG, SHADOW_TAG
+from gateway.infra.tasks import cancel_all
+from gateway.livestats import ResponseIndex, StoreSync, build_response_index, build_sync
+from gateway.livestats.base import ANALYSIS_TAG, RETRY_TAG, SHADOW_TAG
 from gateway.modelregistry.poller import RegistryPoller, build_poller
 from gateway.modelregistry.view import RegistryView
 from gateway.observability.logs import AccessLog, configure
@@ -52,9 +55,10 @@ from gateway.observability.metrics import Metrics
 from gateway.proxy.attempts import PlanRunner
 from gateway.proxy.endpoint import ProxyEndpoint
 from gateway.proxy.forward import Forwarder
+from gateway.proxy.responses import PREFIX as RESPONSE_ID_PREFIX
 from gateway.proxy.shadow import Shadow
 from gateway.proxy.upstream import AiohttpTransport, Transport
-from gateway.ratelimit import LocalLimiter, build_limiter
+from gateway.ratelimit import FallbackReport, Limiter, LocalLimiter, build_limiter
 from gateway.resilience.health import HealthTable
 from gateway.routing.recompute import Recomputer
 from gateway.routing.table import PROXY_PATHS
@@ -64,6 +68,7 @@ from gateway.runtime.snapshot import Runtime
 from gateway.server.admin_listener import AdminListener
 from gateway.web import openapi
 from gateway.web.admin import admin_router
+from gateway.web.admin_auth import AdminAuth, FailureThrottle, Sessions
 from gateway.web.public import build_admin_web, build_web
 
 log = logging.getLogger("gateway.app")
@@ -85,10 +90,12 @@ class Parts:
     forwarder: Forwarder
     health: HealthTable
     endpoint: ProxyEndpoint
+    limiter: Limiter
     sync: StoreSync
     recomputer: Recomputer
     control: Control
     shadow: Shadow
+    responses: ResponseIndex
     access: AccessLog
     reloader: Reloader | None
     admin: AdminListener | None
@@ -120,6 +127,8 @@ class App:
             if scope["method"] == "POST":
                 return self._proxy(scope, receive, send)
             return _method_not_allowed(send)
+        if scope["type"] == "http" and scope["path"].startswith(RESPONSE_ID_PREFIX):
+            return self._proxy(scope, receive, send)  # the endpoint checks the method
         return self.web(scope, receive, send)
 
     def end_inflight(self) -> None:
@@ -162,14 +171,15 @@ def create_app(
     parts = _build(cfg, env, rng, config_path, clock)
     current = parts.current
     token = env.get(cfg.admin.token_env, "") if cfg.admin.token_env else ""
-    if token and cfg.admin.listen is not None:
+    auth = _admin_auth(token, parts) if token else None
+    if auth is not None and cfg.admin.listen is not None:
         admin_web = build_admin_web()
-        admin_web.include_router(_admin_routes(token, parts))
+        admin_web.include_router(_admin_routes(auth, parts))
         listener = AdminListener(admin_web, cfg.admin.listen)
         parts = replace(parts, admin=listener)
-    web = build_web(current, _lifespan(parts, transport))
-    if token and parts.admin is None:
-        web.include_router(_admin_routes(token, parts))
+    web = build_web(current, _lifespan(parts, transport), auth)
+    if auth is not None and parts.admin is None:
+        web.include_router(_admin_routes(auth, parts))
     openapi.install(web, lambda: sorted(current.runtime.registry.models))
     return App(parts, web)
 
@@ -194,21 +204,27 @@ def _build(
     metrics.watch_live(sync, lambda: current.runtime.registry)
     control = build_control(current, sync, env, metrics.canary)
     shadow = Shadow(forwarder, sync.record, Random(rng.random()))
+    responses = build_response_index(cfg.responses, cfg.store, env, time.monotonic)
     access = AccessLog(cfg.logging.access, cfg.logging.format == "json")
 
     def record(ex: Exchange) -> None:
         sync.record_exchange(ex)
         control.observe(ex)
 
+    report = FallbackReport(
+        metrics.ratelimit_fallback, metrics.ratelimit_breaker_open, time.monotonic
+    )
+    limiter = build_limiter(cfg, env, Random(rng.random()), LocalLimiter(time.monotonic), report)
     endpoint = ProxyEndpoint(
         current,
         PlanRunner(forwarder, health, metrics),
         health,
-        build_limiter(cfg, env, Random(rng.random()), LocalLimiter(time.monotonic)),
+        limiter,
         access,
         rng,
         record,
         shadow,
+        responses,
     )
     metrics.count_inflight = lambda: endpoint.inflight
     recomputer = Recomputer(
@@ -225,9 +241,27 @@ def _build(
             poller.client, control.controller, metrics.registry, poller.poll
         )
     return Parts(
-        current, metrics, forwarder, health, endpoint, sync, recomputer, control, shadow, access,
-        reloader, None, poller, writeback,
+        current, metrics, forwarder, health, endpoint, limiter, sync, recomputer, control, shadow,
+        responses, access, reloader, None, poller, writeback,
     )  # fmt: skip
+
+
+def _admin_auth(token: str, parts: Parts) -> AdminAuth:
+    """One per process: the client port's admin routes, the admin listener and `/metrics`
+    share its throttle."""
+
+    def admin() -> Admin:  # read on every use: follows reloads
+        return parts.current.runtime.config.admin
+
+    sessions = Sessions(parts.control.plane.store, lambda: admin().session_ttl_s)
+    throttle = FailureThrottle(lambda: admin().max_failures_per_minute, time.monotonic)
+    return AdminAuth(token, sessions, throttle, parts.metrics.admin_auth_failed)
+
+
+def _admin_routes(auth: AdminAuth, parts: Parts) -> APIRouter:
+    return admin_router(
+        auth, parts.current, parts.reloader, parts.control, parts.sync, parts.registry_status
+    )
 
 
 def _registry_poller(
@@ -264,12 +298,6 @@ def _first_runtime(
     return Runtime.build(cfg, metrics, env)
 
 
-def _admin_routes(token: str, parts: Parts) -> APIRouter:
-    return admin_router(
-        token, parts.current, parts.reloader, parts.control, parts.sync, parts.registry_status
-    )
-
-
 def _lifespan(
     parts: Parts, transport: Callable[[], Transport]
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
@@ -279,6 +307,7 @@ def _lifespan(
         await parts.sync.start()
         await _first_read(parts.registry)
         await parts.control.start()
+        await parts.limiter.start()
         loop = asyncio.get_running_loop()
         tasks = [
             loop.create_task(parts.sync.run()),
@@ -299,23 +328,17 @@ def _lifespan(
             parts.current.ready = False
             if parts.admin is not None:
                 await parts.admin.stop()
-            await _cancel(tasks)
+            await cancel_all(tasks)
             await parts.control.stop()
             await parts.shadow.stop()
             await parts.sync.stop()
+            await parts.limiter.stop()
+            await parts.responses.aclose()
             await parts.forwarder.close()
             if parts.registry is not None:
                 await parts.registry.client.aclose()
 
     return lifespan
-
-
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def from_env() -> App:
@@ -327,13 +350,14 @@ def from_env() -> App:
 
 
 def _series(runtime: Runtime) -> list[tuple[str, str]]:
-    """Every configured (model, version), plus the canary arms' analysis series and the shadow
-    version's series."""
+    """Every configured (model, version), plus the canary arms' analysis and retry series and the
+    shadow version's series."""
     out = [(m.name, v) for m in runtime.registry.models.values() for v in m.versions]
     for name, model in runtime.config.models.items():
         canary, shadow = model.routing.canary, model.routing.shadow
         if canary is not None:
-            out += [(name, arm + ANALYSIS_TAG) for arm in canary.arms()]
+            arms = canary.arms()
+            out += [(name, arm + tag) for arm in arms for tag in (ANALYSIS_TAG, RETRY_TAG)]
         if shadow is not None:
             out.append((name, shadow.version + SHADOW_TAG))
     return out

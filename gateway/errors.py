@@ -63,6 +63,25 @@ class ModelNotFound(ClientError):
     code = "model_not_found"
 
 
+class NotFound(ClientError):
+    """No such endpoint for this model, or no such response id."""
+
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(ClientError):
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, allow: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"allow", ", ".join(self.allow).encode())]
+
+
 class PayloadTooLarge(ClientError):
     status = 413
     code = "request_too_large"

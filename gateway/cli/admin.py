@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from gateway.config.base import WEIGHT_RULE, weight_ok
+
 TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a token
 
 
@@ -117,6 +119,9 @@ def cmd_weights_set(args: argparse.Namespace) -> int:
             sep = ""
         if not sep:
             print(f"error: expected VERSION=WEIGHT, got {pair!r}", file=sys.stderr)
+            return 2
+        if not weight_ok(weights[vid]):
+            print(f"error: weight of {vid!r} {WEIGHT_RULE}, got {value!r}", file=sys.stderr)
             return 2
     return _run(args, "PUT", f"/admin/models/{args.model}/weights", {"weights": weights})
 

@@ -123,6 +123,11 @@ class Canary(Strict):
     srm_alpha: float = Field(
         1e-4, gt=0, lt=0.1, description="Level of the sample-ratio check (freezes the canary)."
     )
+    retry_across_arms: bool = Field(
+        False,
+        description="Let a failed attempt on one arm be retried on the other (its answer then "
+        "never counts as evidence).",
+    )
     promote_alias: str = Field(
         "stable", description="The alias pointed at the candidate when it is promoted."
     )

@@ -4,7 +4,7 @@ Owns: names (models, versions, aliases) are well-formed and distinct, weights an
 known versions, weights are not all zero, and every `api_key_env` is set in the environment;
 for `strategy: performance`, that the interchangeable versions exist, the ceilings (`weights`, in
 percent) are feasible and the exploration floors fit under them; an admin listener has the
-token it needs and a port of its own.
+token it needs and a port of its own; `metrics.require` names known keys or a configured token.
 They run on the raw YAML data, defensively, so that they report alongside type errors and
 `gateway validate` lists every problem in one pass. Each rule yields `(path, message)`.
 """
@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from gateway.canary.validate import validate_canary
-from gateway.config.base import check_name
+from gateway.config.base import WEIGHT_RULE, check_name, weight_ok
 from gateway.config.canary import canary_settings
 from gateway.config.schema import MLFLOW_URI_ENV, GatewayConfig
 from gateway.config.yamlsource import Path
@@ -138,8 +138,8 @@ def _check_weights(
         if vid not in versions:
             yield (*wpath, vid), f"unknown version {vid!r} (known: {known})"
         if isinstance(weight, int | float) and not isinstance(weight, bool):
-            if weight < 0 or not math.isfinite(weight):
-                yield (*wpath, vid), f"weight must be a finite number >= 0, got {weight}"
+            if not weight_ok(weight):
+                yield (*wpath, vid), f"weight {WEIGHT_RULE}, got {weight}"
             numbers.append(weight)
     if numbers and len(numbers) == len(weights) and all(w == 0 for w in numbers):
         yield wpath, "weights are all zero: no version would get traffic"
@@ -186,14 +186,29 @@ def _check_routing_refs(
     yield from unknown((*rpath, "shadow", "version"), _dict(routing.get("shadow")).get("version"))
 
 
+def _check_metrics_access(cfg: GatewayConfig) -> Iterator[Problem]:
+    """`metrics.require` has what it needs: key ids of configured keys, or the admin token."""
+    access = cfg.metrics
+    if access.require == "admin" and not cfg.admin.token_env:
+        yield ("metrics", "require"), "`admin` needs admin.token_env"
+    if access.require == "key" and not access.key_ids:
+        yield ("metrics", "key_ids"), "`require: key` needs the ids of the keys that may scrape"
+    known = {k.id for k in cfg.auth.keys} if cfg.auth else set()
+    for i, kid in enumerate(access.key_ids):
+        if kid not in known:
+            yield ("metrics", "key_ids", i), f"unknown key id {kid!r}"
+
+
 def check_typed(cfg: GatewayConfig) -> Iterator[Problem]:
     """Rules that need the typed config: a canary must be able to reach a decision; a separate
-    admin listener needs the admin token and a port of its own."""
+    admin listener needs the admin token and a port of its own; `metrics.require` has what it
+    names."""
     admin = cfg.admin.listen
     if admin is not None and not cfg.admin.token_env:
         yield ("admin", "listen"), "a separate admin listener needs admin.token_env"
     if admin is not None and admin.port == cfg.listen.port:
         yield ("admin", "listen", "port"), f"must differ from listen.port ({cfg.listen.port})"
+    yield from _check_metrics_access(cfg)
     for name, model in cfg.models.items():
         canary = model.routing.canary
         if canary is None or canary.baseline is None:  # from_registry: checked once resolved

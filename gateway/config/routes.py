@@ -18,6 +18,18 @@ from gateway.config.base import Strict, check_env_name
 from gateway.config.canary import Canary
 
 STICKY_RE = re.compile(r"^(header:[A-Za-z0-9-]{1,64}|user|api_key)$")
+Endpoint = Literal[
+    "chat",
+    "completions",
+    "embeddings",
+    "responses",
+    "images",
+    "audio.speech",
+    "audio.transcriptions",
+    "moderations",
+    "rerank",
+]
+DEFAULT_ENDPOINTS: tuple[Endpoint, ...] = ("chat", "completions", "embeddings", "responses")
 
 
 class Upstream(Strict):
@@ -34,6 +46,16 @@ class Upstream(Strict):
         None,
         description="Environment variable holding the upstream's key, sent as a bearer token "
         "(never the key itself). `serve` refuses to start while it is unset.",
+    )
+    endpoints: tuple[Endpoint, ...] = Field(
+        DEFAULT_ENDPOINTS,
+        strict=False,
+        min_length=1,
+        description="The OpenAI endpoints this upstream serves: `chat`, `completions`, "
+        "`embeddings`, `responses` (the default four), `images` (`/images/generations`), "
+        "`audio.speech`, `audio.transcriptions`, `moderations`, `rerank`. A request for an "
+        "endpoint none of a model's versions declares answers 404; versions that lack it are "
+        "never chosen for it.",
     )
 
     @field_validator("url")
@@ -257,7 +279,8 @@ class Routing(Strict):
     )
     weights: dict[str, float] | None = Field(
         None,
-        description="Version → relative weight (0 keeps a version registered but idle); "
+        description="Version → relative weight, a finite number from 0 to 1e6 (0 keeps a version "
+        "registered but idle); "
         "optional with one version or a `stable` alias. With `performance`: ceilings in percent.",
     )
     performance: Performance | None = Field(None, description="With `strategy: performance`.")

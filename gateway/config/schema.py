@@ -109,6 +109,26 @@ class Store(Strict):
         return environ.get(REDIS_URL_ENV) or self.redis_url
 
 
+class Responses(Strict):
+    """The Responses API's memory of which version created which response id."""
+
+    ttl_s: int = Field(
+        30 * 86400,
+        ge=60,
+        le=365 * 86400,
+        description="How long a response id stays routable to the version that created it "
+        "(`previous_response_id`, `GET`/`DELETE`/`cancel`); then it answers 404. Default 30 "
+        "days, OpenAI's own retention.",
+    )
+    local_entries: int = Field(
+        100_000,
+        ge=100,
+        le=10_000_000,
+        description="Ids each process keeps in memory (the oldest are forgotten first; with "
+        "`store.backend: redis` they are still found in Redis).",
+    )
+
+
 class AdminListen(Strict):
     """A separate listener for the admin API, the status page and its login form."""
 
@@ -126,6 +146,25 @@ class Admin(Strict):
     )
     listen: AdminListen | None = Field(
         None, description="Serve the admin surface only there (none on the client port)."
+    )
+    session_ttl_s: int = Field(
+        8 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="A status-page session ends this long after sign-in (sooner on sign-out).",
+    )
+    secure_cookie: Literal["auto", "always"] = Field(
+        "auto",
+        description="`auto`: the session cookie is `Secure` when the request came over https "
+        "(directly, or as `X-Forwarded-Proto` from `listen.trusted_proxies`); `always`: set it "
+        "anyway (TLS terminated by a proxy the gateway does not trust for headers).",
+    )
+    max_failures_per_minute: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="Wrong admin tokens one source address may send a minute; beyond, every "
+        "admin authentication from it gets 429 with `Retry-After` until the minute is over.",
     )
 
     @field_validator("token_env")
@@ -212,6 +251,23 @@ class Limits(Strict):
     )
     header_timeout_s: float = Field(
         10.0, gt=0, le=600, description="The whole request head must arrive by then."
+    )
+
+
+class MetricsAccess(Strict):
+    """Who may read `GET /metrics` on the client port."""
+
+    require: Literal["none", "key", "admin"] = Field(
+        "none",
+        description="`none`: anyone who reaches the port (compatible default); `key`: a client "
+        "key listed in `key_ids`; `admin`: the admin token. The admin surface always serves "
+        "the same text at `GET /admin/metrics` (the recommended scrape target).",
+    )
+    key_ids: tuple[str, ...] = Field(
+        (),
+        strict=False,
+        description="With `require: key`: ids of the client keys that may scrape (a dedicated "
+        "key for Prometheus, not the tenants' keys).",
     )
 
 
@@ -306,10 +362,12 @@ class GatewayConfig(Strict):
 
     listen: Listen = Field(Listen(), description="The client listener.")
     store: Store = Field(Store(), description="Live metrics and shared state.")
+    responses: Responses = Field(Responses(), description="Response id → version memory.")
     limits: Limits = Field(Limits(), description="Per-request bounds.")
     admin: Admin = Field(Admin(), description="The admin API.")
     auth: Auth | None = Field(None, description="Client keys (none: an open gateway).")
     drain: Drain = Field(Drain(), description="Graceful shutdown.")
+    metrics: MetricsAccess = Field(MetricsAccess(), description="Access to `/metrics`.")
     logging: Logging = Field(Logging(), description="Logs.")
     defaults: Defaults = Field(Defaults(), description="Route settings every model inherits.")
     registry: Registry | None = Field(
