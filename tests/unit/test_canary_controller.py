@@ -196,6 +196,7 @@ async def test_local_fast_path_holds_off_when_the_baseline_fails_too() -> None:
 
     def exchange(version: str, outcome: str) -> Exchange:
         ex = Exchange("r", "/v1/chat/completions", 0.0, "chat", routing_reason="canary")
+        ex.assigned = version  # first attempts on the assigned version: canary evidence
         ex.attempts.append(Attempt(version, 0.0, False, outcome))
         return ex
 
