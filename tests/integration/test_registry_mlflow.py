@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import yaml
 
 from tests.mlflow_harness import MlflowServer, register
 from tests.support import Gateway, Mock, gateway, mock_upstream
@@ -158,6 +159,30 @@ def test_versions_aliases_and_lineage_follow_the_registry(
         table = cli(g, "registry", "status").stdout
         assert f"refused {v3}: upstream {rogue.url} is outside" in table
     assert rogue.stats()["requests"] == 0
+
+
+def test_validate_online_reads_the_registry(
+    server: MlflowServer, mocks: tuple[Mock, Mock, Mock], workdir: Path
+) -> None:
+    base, _, rogue = mocks
+    c, name = client(server), unique("validate")
+    register(c, name, base.url, upstream_model=base.model)
+    refused = register(c, name, rogue.url, upstream_model=rogue.model)
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config(server, name, allowed(base), routing={})))
+    ok = validate(path)
+    assert ok.returncode == 0, ok.stderr
+    assert f"registered {name}): routable 1" in ok.stdout
+    assert f"refused {refused}: upstream {rogue.url} is outside" in ok.stdout
+    path.write_text(yaml.safe_dump(config(server, name + "-missing", allowed(base))))
+    missing = validate(path)
+    assert missing.returncode == 1
+    assert "not found" in missing.stderr
+
+
+def validate(path: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "gateway", "validate", "--online", str(path)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_last_routable_version_deleted_is_kept_and_flagged(

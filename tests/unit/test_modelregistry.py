@@ -299,6 +299,18 @@ def test_registry_config_problems(text: str, fragment: str) -> None:
     assert any(fragment in p for p in err.value.problems), err.value.problems
 
 
+def test_the_tracking_uri_from_the_environment_is_checked_too() -> None:
+    text = BASE.replace('tracking_uri: "http://mlflow:5000", ', "")
+    with pytest.raises(ConfigError, match="must not carry credentials"):
+        parse_config(text, {"MLFLOW_TRACKING_URI": "http://user:pw@mlflow:5000"})
+    cfg = parse_config(text, {"MLFLOW_TRACKING_URI": "http://mlflow:5000/"})
+    assert cfg.registry is not None
+    assert (
+        cfg.registry.mlflow.uri({"MLFLOW_TRACKING_URI": "http://mlflow:5000/"})
+        == "http://mlflow:5000"
+    )
+
+
 def test_template_must_name_the_version() -> None:
     with pytest.raises(ValueError, match="must contain"):
         ModelRegistry(url_template="http://chat.models.svc/v1")
