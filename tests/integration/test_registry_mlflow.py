@@ -129,8 +129,9 @@ def test_versions_aliases_and_lineage_follow_the_registry(
     v2 = register(c, name, cand.url, upstream_model=cand.model)
     v3 = register(c, name, rogue.url, upstream_model=rogue.model)  # outside allowed_upstreams
     c.set_registered_model_alias(name, "champion", v1)
-    with gateway(config(server, name, allowed(base, cand)), workdir, env=ENV) as g:
-        assert served_by(g) == v1
+    cfg = config(server, name, allowed(base, cand))
+    with gateway(cfg, workdir, env=ENV) as g, gateway(cfg, workdir, env=ENV) as replica:
+        assert served_by(g) == served_by(replica) == v1
         listed = httpx.get(f"{g.url}/models").json()["data"][0]
         meta = {v["version"]: v for v in listed["versions"]}[v1]["metadata"]
         assert (meta["params"], meta["metrics"]) == ({"lr": "0.01"}, {"eval_loss": 0.3})
@@ -145,11 +146,11 @@ def test_versions_aliases_and_lineage_follow_the_registry(
         assert pinned_missing(g, v3)
 
         c.set_registered_model_alias(name, "champion", v2)
-        took = wait_for(lambda: served_by(g) == v2, timeout=POLL_S + 2)
-        print(f"\nalias move served after {took:.2f}s")
+        took = wait_for(lambda: served_by(g) == served_by(replica) == v2, timeout=POLL_S + 2)
+        print(f"\nalias move served by both replicas after {took:.2f}s")
         assert served_by(g, "chat@champion") == v2
         v4 = register(c, name, base.url, upstream_model=base.model)
-        wait_for(lambda: not pinned_missing(g, v4), timeout=POLL_S + 2)
+        wait_for(lambda: not pinned_missing(g, v4) and not pinned_missing(replica, v4), POLL_S + 2)
         c.delete_model_version(name, v1)
         wait_for(lambda: pinned_missing(g, v1), timeout=POLL_S + 2)
         assert served_by(g) == v2
