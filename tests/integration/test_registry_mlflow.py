@@ -310,6 +310,10 @@ def test_registry_canary_of_a_good_candidate_is_promoted_and_champion_moved(
         )  # fmt: skip
         assert {served_by(g) for _ in range(20)} == {v2}
         assert registry_status(g)["writeback"]["pending"] == {}
+    with gateway(canary_config(server, name, mocks), workdir, env=ENV) as restarted:
+        canary = httpx.get(f"{restarted.base}/admin/models/chat/canary", headers=AUTH, timeout=5)
+        assert canary.status_code == 409  # a restart (fresh state) starts no rollout again
+        assert {served_by(restarted) for _ in range(20)} == {v2}
 
 
 def cli(g: Gateway, *args: str) -> subprocess.CompletedProcess[str]:
