@@ -165,6 +165,30 @@ def test_versions_aliases_and_lineage_follow_the_registry(
     assert rogue.stats()["requests"] == 0
 
 
+def test_a_deleted_version_finishes_its_streams_in_flight(
+    server: MlflowServer, mocks: tuple[Mock, Mock, Mock], workdir: Path
+) -> None:
+    base, cand, _ = mocks
+    c, name = client(server), unique("inflight")
+    v1 = register(c, name, base.url, upstream_model=base.model)
+    v2 = register(c, name, cand.url, upstream_model=cand.model)
+    c.set_registered_model_alias(name, "champion", v2)
+    with gateway(config(server, name, allowed(base, cand)), workdir, env=ENV) as g:
+        body = {"model": f"chat@{v1}", "stream": True,
+                "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+        slow = {"x-mock-fault": "chunks:10,chunk-delay:300"}  # a 3 s stream
+        with httpx.stream("POST", f"{g.url}/chat/completions", json=body, headers=slow,
+                          timeout=30) as resp:  # fmt: skip
+            lines = resp.iter_lines()
+            assert next(lines).startswith("data: ")
+            c.delete_model_version(name, v1)
+            wait_for(lambda: pinned_missing(g, v1), timeout=POLL_S + 2)
+            rest = list(lines)
+        assert resp.headers["x-gateway-version"] == v1
+        assert "data: [DONE]" in rest  # the stream in flight finished on the deleted version
+        assert served_by(g) == v2
+
+
 def test_validate_online_reads_the_registry(
     server: MlflowServer, mocks: tuple[Mock, Mock, Mock], workdir: Path
 ) -> None:
