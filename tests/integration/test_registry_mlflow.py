@@ -313,7 +313,8 @@ def test_registry_canary_of_a_bad_candidate_is_rolled_back_and_tagged(
             assert c.get_registered_model(name).aliases == {"champion": v1}
             wait_for(lambda: served_by(g) == v1 and served_by(g) == v1, timeout=POLL_S + 2)
             c.set_registered_model_alias(name, "challenger", v2)  # the rolled-back version again
-            time.sleep(4 * POLL_S)
+            aliases = lambda: registry_status(g)["models"]["chat"]["aliases"]  # noqa: E731
+            wait_for(lambda: aliases().get("challenger") == v2, timeout=POLL_S + 2)
             canary = httpx.get(f"{g.base}/admin/models/chat/canary", headers=AUTH, timeout=5)
             assert canary.status_code == 409  # no rollout: it is never re-canaried
             assert {served_by(g) for _ in range(20)} == {v1}
