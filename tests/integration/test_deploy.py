@@ -65,6 +65,11 @@ KNOWN_METRICS = frozenset(
         "gateway_canary_state",
         "gateway_canary_evalue",
         "gateway_canary_decisions_total",
+        "gateway_registry_up",
+        "gateway_registry_last_sync_timestamp_seconds",
+        "gateway_registry_errors_total",
+        "gateway_registry_versions",
+        "gateway_registry_writebacks_total",
     }
 )
 # Outcomes that count against a version; every query that selects failures must use exactly these.
