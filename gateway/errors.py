@@ -167,3 +167,18 @@ class StoreTimeout(StoreError):
     """The store did not answer in time (a write may or may not have been applied)."""
 
     code = "store_timeout"
+
+
+class RegistryError(GatewayError):
+    """The model registry failed or answered something unusable (never seen by clients: the
+    gateway keeps serving its last good view of the registry)."""
+
+    status = 502
+    type = "registry_error"
+    code = "registry_error"
+
+
+class RegistryNotFound(RegistryError):
+    """The registry says the registered model (or version) does not exist."""
+
+    code = "registry_not_found"

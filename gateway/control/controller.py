@@ -280,7 +280,7 @@ class CanaryController:
             "step": state.step if state else 0,
             "steps": [s.weight for s in canary.steps],
             "weight": judge.current_weight(settings, state) if state else settings.weight(0),
-            "applied_weight": self._applied(name, canary.candidate),
+            "applied_weight": self._applied(name, canary.arms()[1]),
             "generation": generation,
             "canary_generation": state.generation if state else 0,
             "leader": name in self.leading,

@@ -10,10 +10,11 @@ and starts both loops; `stop()` cancels them. The app's lifespan (`gateway/app.p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 
+from gateway.canary.judge import incident
+from gateway.canary.state import ArmCounts
 from gateway.config.canary import canary_settings
 from gateway.control.controller import CanaryController
 from gateway.control.evidence import SnapshotEvidence
@@ -21,6 +22,7 @@ from gateway.control.plane import ControlPlane
 from gateway.control.store import ControlStore, MemoryControl, RedisControl
 from gateway.errors import GatewayError, StoreError
 from gateway.exchange import VERSION_FAILURES, Exchange
+from gateway.infra.tasks import cancel_all
 from gateway.livestats import StoreSync
 from gateway.observability.canary import CanaryMetrics
 from gateway.runtime.current import Current
@@ -46,24 +48,35 @@ class Control:
         self.controller = controller
         self._tasks: list[asyncio.Task[None]] = []
         self._streaks: dict[str, int] = {}  # model → candidate failures in a row, this replica
+        self._beside: dict[str, tuple[int, int]] = {}  # baseline (requests, failures) in that run
         self._guarding: set[str] = set()
 
     def observe(self, ex: Exchange) -> None:
-        """The request path's O(1) hook: count the candidate's failures in a row on analysis
-        traffic and, at the guardrail, start one rollback by CAS (the local fast path)."""
-        if ex.routing_reason != "canary" or ex.model is None:
+        """The request path's O(1) hook, on canary evidence only (the first attempt of a request,
+        on the version the split assigned; retries never count): count the candidate's failures
+        in a row, and the baseline's requests and failures since that run began; at the
+        guardrail, unless the baseline fails too (an incident: the leader's bucket judgement
+        pauses instead), start one rollback by CAS (the local fast path)."""
+        if ex.routing_reason != "canary" or ex.model is None or not ex.attempts:
             return
         canary = self.plane.current.runtime.config.models[ex.model].routing.canary
-        if canary is None:
+        first = ex.attempts[0]
+        if canary is None or first.version != ex.assigned:
             return
         streak = self._streaks.get(ex.model, 0)
-        for attempt in ex.attempts:
-            if attempt.version == canary.candidate:
-                failed = attempt.outcome in VERSION_FAILURES
-                streak = streak + 1 if failed else 0
-        self._streaks[ex.model] = streak
+        seen, failed = self._beside.get(ex.model, (0, 0))
+        bad = first.outcome in VERSION_FAILURES
+        if first.version == canary.candidate:
+            seen, failed = (0, 0) if streak == 0 or not bad else (seen, failed)
+            streak = streak + 1 if bad else 0
+        elif first.version == canary.baseline:
+            seen, failed = seen + 1, failed + bad
+        self._streaks[ex.model], self._beside[ex.model] = streak, (seen, failed)
         limit = canary.guardrails.consecutive_failures
         if streak >= limit and ex.model not in self._guarding:
+            run, beside = ArmCounts(streak, streak), ArmCounts(seen, failed)
+            if incident(canary_settings(canary), run, beside, ArmCounts()):
+                return
             self._guarding.add(ex.model)
             task = asyncio.get_running_loop().create_task(self._guard(ex.model, streak))
             self._tasks.append(task)
@@ -89,12 +102,8 @@ class Control:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await cancel_all(tasks)
         await self.plane.store.aclose()
 
 

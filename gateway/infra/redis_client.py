@@ -6,7 +6,7 @@ short socket and connect timeouts, no redis-py retries (callers have their own b
 outer asyncio deadline, and only `StoreTimeout` / `StoreUnavailable` ever leaving this module.
 The connection pool blocks: a call that finds every connection busy waits for one (within the
 same deadline) instead of failing at once — a burst of more concurrent calls than connections is
-not an outage.
+not an outage. `warm` opens a client's connections and loads its scripts ahead of the first call.
 """
 
 from __future__ import annotations
@@ -43,14 +43,31 @@ def connect(url: str, *, cluster: bool, timeout_s: float, max_connections: int =
 
 
 async def bounded(call: Awaitable[T], timeout_s: float) -> T:
-    """Await `call` within `timeout_s`, mapping every failure onto the store errors."""
+    """Await `call` within `timeout_s`, mapping every failure onto the store errors.
+
+    redis-py can swallow a cancellation that arrives while it takes or returns a pooled
+    connection (the call then returns normally, or fails, with the task still marked as being
+    cancelled). A background loop that catches errors and goes round again would then never
+    stop, so a cancellation requested during the call is raised here whatever the call did."""
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
     try:
         async with asyncio.timeout(timeout_s):
-            return await call
+            result = await call
     except (TimeoutError, redis.exceptions.TimeoutError):
+        _reraise_cancel(task, before)
         raise StoreTimeout(f"redis did not answer within {timeout_s:g}s") from None
     except (redis.exceptions.RedisError, OSError) as exc:
+        _reraise_cancel(task, before)
         raise StoreUnavailable(f"redis failed: {type(exc).__name__}") from None
+    _reraise_cancel(task, before)
+    return result
+
+
+def _reraise_cancel(task: asyncio.Task[Any] | None, before: int) -> None:
+    """Raise the CancelledError that redis-py swallowed, if the task is being cancelled."""
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
 
 
 Script = Callable[[Sequence[str], Sequence[Any]], Awaitable[Any]]
@@ -64,6 +81,14 @@ def script(client: Any, source: str, timeout_s: float) -> Script:
         return await bounded(registered(keys=list(keys), args=list(args)), timeout_s)
 
     return call
+
+
+async def warm(client: Any, connections: int, scripts: Sequence[str], timeout_s: float) -> None:
+    """Open `connections` pooled connections now (as many PINGs at once, each holding one) and
+    load `scripts`, so that the first burst pays neither inside its own short budget."""
+    await bounded(asyncio.gather(*(client.ping() for _ in range(connections))), timeout_s)
+    for source in scripts:
+        await bounded(client.script_load(source), timeout_s)
 
 
 async def close(client: Any, timeout_s: float) -> None:

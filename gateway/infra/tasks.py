@@ -1,4 +1,4 @@
-"""Finding the current task without a system call per lookup.
+"""Tasks: finding the current one without a system call per lookup, and ending a group of them.
 
 On Python 3.11 `asyncio.get_running_loop()` (which `asyncio.current_task()` calls when given no
 loop) checks for a fork with `getpid()`, a real system call, every time. `CurrentTask`
@@ -9,6 +9,7 @@ when another loop runs now (as in tests, one loop per test).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -27,3 +28,16 @@ class CurrentTask:
             if task is None:
                 raise RuntimeError("CurrentTask called outside a task")
         return task
+
+
+async def cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel `tasks` and wait until each has ended. Their own CancelledErrors are expected and
+    absorbed; a cancellation of the caller itself is not (it is raised once all have ended)."""
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    for task in pending:
+        if not task.cancelled():
+            task.exception()  # retrieved: a loop that failed was already logged by itself

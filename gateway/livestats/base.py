@@ -37,6 +37,7 @@ LATENCY = "l:"
 TTFT = "t:"
 SLOW = "s:"
 ANALYSIS_TAG = "#canary"  # series suffix of canary-analysis attempts (also in the plain series)
+RETRY_TAG = "#retry"  # series suffix of canary-split attempts that are not evidence (retries)
 SHADOW_TAG = "#shadow"  # series suffix of shadow copies (only there: never the version's own)
 OUTCOME_FIELDS = {outcome: OUTCOME + outcome for outcome in OUTCOMES}
 LATENCY_FIELDS = tuple(f"{LATENCY}{i}" for i in range(MAX_INDEX + 1))

@@ -30,6 +30,7 @@ from gateway.infra.clock import SharedClock
 from gateway.livestats.base import (
     ANALYSIS_TAG,
     REQUESTS,
+    RETRY_TAG,
     SHADOW_TAG,
     Batch,
     BucketKey,
@@ -85,22 +86,37 @@ class StoreSync:
         return "redis" if self.shared_up else "local"
 
     def record_exchange(self, ex: Exchange) -> None:
-        """Count a finished request's attempts; canary-split requests also feed the analysis
-        series (pinned and rule-routed requests have other reasons and never do)."""
-        if ex.model is not None and ex.attempts:
-            tag = ANALYSIS_TAG if ex.routing_reason == "canary" else ""
-            self.record(ex.model, ex.attempts, tag)
+        """Count a finished request's attempts. Of a canary-split request only the first attempt,
+        on the version routing assigned, is also counted as that arm's evidence (`#canary`);
+        its other attempts (retries, fallbacks, or a first attempt health moved elsewhere) are
+        counted under `#retry` instead. Pinned and rule-routed requests are never evidence."""
+        if ex.model is None or not ex.attempts:
+            return
+        if ex.routing_reason != "canary":
+            self.record(ex.model, ex.attempts)
+            return
+        first = ex.attempts[0]
+        if len(ex.attempts) == 1 and first.version == ex.assigned:
+            self.record(ex.model, ex.attempts, ANALYSIS_TAG)  # the common case: one attempt
+        elif first.version == ex.assigned:
+            self.record(ex.model, ex.attempts[:1], ANALYSIS_TAG)
+            self.record(ex.model, ex.attempts[1:], RETRY_TAG, count=False)
+        else:
+            self.record(ex.model, ex.attempts, RETRY_TAG)
 
-    def record(self, model: str, attempts: Sequence[Attempt], tag: str = "") -> None:
+    def record(
+        self, model: str, attempts: Sequence[Attempt], tag: str = "", count: bool = True
+    ) -> None:
         """Count one request's attempts into the batch the next flush sends (the request path's
         only call; never blocks; nothing of the request is kept).
 
         With a `tag` (e.g. `#canary`, `#shadow`) each attempt is also counted under the series
-        `<version><tag>`, so analysis or shadow traffic has counters of its own."""
+        `<version><tag>`, so analysis or shadow traffic has counters of its own. `count=False`:
+        more attempts of a request already counted against the buffer."""
         if self._buffered >= self.settings.buffer_size:
             self.dropped["buffer_full"] += len(attempts)
             return
-        self._buffered += 1
+        self._buffered += count
         start = bucket_start(self.clock.now(), self.settings.bucket_s)
         batch, slow_ms = self._batch, self._slow_ms
         for attempt in attempts:

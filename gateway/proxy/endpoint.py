@@ -330,6 +330,7 @@ class ProxyEndpoint:
         model = target.model
         plan = model.policy.plan(RequestContext(headers, payload, ex.client), self._rng)
         ex.routing_reason = plan.reason
+        ex.assigned = plan.versions[0]
         ordered = model.serving(
             ex.path, attempt_order(plan.versions[0], plan.versions, model.fallback)
         )

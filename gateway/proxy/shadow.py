@@ -14,7 +14,6 @@ canary never see it) and in `gateway_shadow_requests_total{model,version,outcome
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from random import Random
@@ -25,6 +24,7 @@ from starlette.types import Message
 
 from gateway.errors import GatewayError
 from gateway.exchange import Attempt, Exchange
+from gateway.infra.tasks import cancel_all
 from gateway.livestats.base import SHADOW_TAG
 from gateway.proxy.forward import Forwarder
 from gateway.runtime.snapshot import Runtime
@@ -91,8 +91,4 @@ class Shadow:
                 self._record(model, ex.attempts, SHADOW_TAG)
 
     async def stop(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        for task in list(self.tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(list(self.tasks))

@@ -84,6 +84,12 @@ class LocalLimiter:
         self._clock = clock
         self._tat: dict[tuple[str, str], float] = {}
 
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
     async def reserve(
         self, key: str, limit: RateLimit, payload: dict[str, object], body_bytes: int
     ) -> Ticket | None:
@@ -141,6 +147,12 @@ def _headers(limit: RateLimit, verdicts: dict[str, Verdict]) -> list[tuple[bytes
 
 class Limiter(Protocol):
     """Where limits are kept: this process (`LocalLimiter`) or Redis (`SharedLimiter`)."""
+
+    async def start(self) -> None:
+        """Before the first request (the lifespan): open what the limiter needs."""
+        ...
+
+    async def stop(self) -> None: ...
 
     async def reserve(
         self, key: str, limit: RateLimit, payload: dict[str, object], body_bytes: int

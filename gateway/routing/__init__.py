@@ -25,15 +25,19 @@ def _weighted(name: str, model: Model, canary_weight: float | None) -> Policy:
 
 
 def _canary(name: str, model: Model, canary_weight: float | None) -> Policy:
-    """Two arms, candidate first (so a sticky key only ever moves into the candidate)."""
+    """Two arms, candidate first (so a sticky key only ever moves into the candidate). A failed
+    attempt is not retried on the other arm unless `retry_across_arms` says so: the evidence of
+    each arm stays its own, and a version of weight 0 (rolled back, promoted over) stays idle."""
     canary = model.routing.canary
     assert canary is not None  # the checks guarantee it
     weight = canary.steps[0].weight if canary_weight is None else canary_weight
-    arms = {canary.candidate: weight, canary.baseline: 100.0 - weight}
+    baseline, candidate = canary.arms()
+    arms = {candidate: weight, baseline: 100.0 - weight}
     arms.update({vid: 0.0 for vid in model.versions if vid not in arms})
-    salt = f"{name}:{canary.candidate}".encode()  # a new rollout reshuffles keys
+    salt = f"{name}:{candidate}".encode()  # a new rollout reshuffles keys
     reason = "canary" if 0.0 < weight < 100.0 else "weighted"  # ended: no longer analysed
-    return WeightedPolicy(arms, key_getter(model.routing.sticky_key), salt, reason=reason)
+    key_of = key_getter(model.routing.sticky_key)
+    return WeightedPolicy(arms, key_of, salt, reason=reason, spill=canary.retry_across_arms)
 
 
 def _performance(name: str, model: Model, canary_weight: float | None) -> Policy:

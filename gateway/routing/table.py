@@ -190,18 +190,38 @@ def _model_entry(
         )
     r = model.routing
     served = [frozenset(v.urls) for v in versions.values()]
+    policy = build_policy(name, model, canary_weight)
     return ModelEntry(
         name=name,
         versions=versions,
         aliases=dict(model.aliases),
-        policy=build_policy(name, model, canary_weight),
+        policy=policy,
         timeouts=merged(defaults.timeouts, r.timeouts),
         retry=merged(defaults.retry, r.retry),
         ejection=merged(defaults.ejection, r.ejection),
-        fallback=r.fallback,
+        fallback=_fallback(model, policy.weights()),
         paths=frozenset().union(*served),
         common_paths=frozenset.intersection(*served),
     )
+
+
+def _fallback(model: Model, weights: Mapping[str, float]) -> tuple[str, ...] | None:
+    """The explicit `fallback` list without the versions that must never answer a client: a
+    shadow-only version, a canary arm of weight 0 (rolled back, or promoted over), and, unless
+    `retry_across_arms`, the canary's arms (each arm's failures stay on that arm)."""
+    r = model.routing
+    if r.fallback is None:
+        return None
+    idle = set()
+    if r.shadow is not None and weights.get(r.shadow.version, 0.0) <= 0:
+        idle.add(r.shadow.version)
+    if r.canary is not None:
+        for arm in (r.canary.baseline, r.canary.candidate):
+            if arm is None:  # a registry canary whose versions are not read yet
+                continue
+            if not r.canary.retry_across_arms or weights.get(arm, 0.0) <= 0:
+                idle.add(arm)
+    return tuple(v for v in r.fallback if v not in idle)
 
 
 def _epoch(created: Any) -> int:

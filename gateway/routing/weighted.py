@@ -2,8 +2,9 @@
 
 The first version is drawn with probability weight/total: one uniform point — from the injected
 RNG, or fixed by the request's sticky key — and a bisect over precomputed cumulative weights, in
-the order the weights are given; the others follow, heaviest first, as the fallback order.
-Versions of weight 0 are never drawn but may serve as fallbacks.
+the order the weights are given; the other versions of positive weight follow, heaviest first,
+as the fallback order (`spill=False`: none follow). A version of weight 0 is idle: never drawn
+and never a fallback (only the model's explicit `fallback` list can name it).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class WeightedPolicy:
         key_of: KeyOf | None = None,
         salt: bytes = b"",
         reason: str = "weighted",
+        spill: bool = True,
     ) -> None:
         live = [(vid, w) for vid, w in weights.items() if w > 0]
         if not live:
@@ -43,7 +45,7 @@ class WeightedPolicy:
         self._cumulative = tuple(accumulate(w for _, w in live))
         self._total = self._cumulative[-1]
         self._shares = {vid: weights[vid] / self._total for vid in weights}
-        by_weight = sorted(weights, key=lambda v: (-weights[v], v))
+        by_weight = sorted(self._ids, key=lambda v: (-weights[v], v)) if spill else []
         self._plans = tuple(
             RoutePlan((vid, *(o for o in by_weight if o != vid)), reason) for vid in self._ids
         )

@@ -5,11 +5,12 @@
     GET  /admin/models/{model}/canary            state, step, weight, snapshot, history
     POST /admin/models/{model}/canary/{action}   pause | resume | promote | rollback
 
-Writes are validated like the config (known versions, non-negative weights, not all zero, alias
-names well-formed and distinct from versions: 422 with `problems`), then compare-and-set on the
-model's control generation (the body's `generation` if given, else the current one): of two
-concurrent writers one gets 200 and the other 409. Every change is applied on this replica at
-once and on the others within one poll, and writes one audit event line (never the token).
+Writes are validated like the config (known versions, finite weights from 0 to 1e6, not all
+zero, alias names well-formed and distinct from versions: 422 with `problems`), then
+compare-and-set on the model's control generation (the body's `generation` if given, else the
+current one): of two concurrent writers one gets 200 and the other 409. Every change is applied
+on this replica at once and on the others within one poll, and writes one audit event line
+(never the token).
 Unknown models are 404; the store being unreachable is 503.
 """
 
@@ -21,7 +22,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from gateway.config.base import NAME_RE
+from gateway.config.base import MAX_WEIGHT, NAME_RE, WEIGHT_RULE, weight_ok
 from gateway.control.controller import CanaryController
 from gateway.control.plane import ControlPlane
 from gateway.control.service import Control
@@ -63,7 +64,10 @@ WEIGHTS_BODY = {
     "type": "object",
     "required": ["weights"],
     "properties": {
-        "weights": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}},
+        "weights": {
+            "type": "object",
+            "additionalProperties": {"type": "number", "minimum": 0, "maximum": MAX_WEIGHT},
+        },
         "generation": GENERATION,
     },
 }
@@ -115,8 +119,8 @@ def weight_problems(model: str, versions: Any, weights: Any, strategy: str) -> l
     for vid, w in weights.items():
         if vid not in versions:
             problems.append(f"{path}.{vid}: unknown version {vid!r}")
-        if not isinstance(w, int | float) or isinstance(w, bool) or not 0 <= w < float("inf"):
-            problems.append(f"{path}.{vid}: must be a non-negative number")
+        if not weight_ok(w):
+            problems.append(f"{path}.{vid}: {WEIGHT_RULE}")
     if not problems and sum(weights.values()) <= 0:
         problems.append(f"{path}: at least one weight must be positive")
     return problems

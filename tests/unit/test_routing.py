@@ -48,13 +48,20 @@ def test_three_way_split_chi_square() -> None:
     assert chisquare(observed, expected).pvalue > ALPHA
 
 
-def test_zero_weight_is_never_drawn_but_is_a_fallback() -> None:
+def test_zero_weight_is_idle_never_drawn_nor_a_fallback() -> None:
+    """Regression (issue 13): weight 0 means registered but idle, so it is no fallback either."""
     policy = WeightedPolicy({"v1": 1, "idle": 0, "v2": 3})
     counts = draws(policy, 5000, seed=3)
     assert counts["idle"] == 0
-    plan = policy.plan(CTX, Random(0))
-    assert set(plan.versions) == {"v1", "v2", "idle"} and plan.versions[-1] == "idle"
+    plans = {policy.plan(CTX, Random(seed)).versions for seed in range(50)}
+    assert plans == {("v1", "v2"), ("v2", "v1")}
     assert policy.weights() == {"v1": 0.25, "idle": 0.0, "v2": 0.75}
+
+
+def test_without_spill_a_plan_is_its_one_version() -> None:
+    policy = WeightedPolicy({"cand": 10, "base": 90}, spill=False)
+    plans = {policy.plan(CTX, Random(seed)).versions for seed in range(50)}
+    assert plans == {("cand",), ("base",)}
 
 
 def test_fallback_order_is_heaviest_first_without_the_chosen() -> None:

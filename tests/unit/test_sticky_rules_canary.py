@@ -11,6 +11,7 @@ from gateway.config import parse_config
 from gateway.errors import ConfigError
 from gateway.routing import RequestContext, build_policy
 from gateway.routing.sticky import point
+from gateway.routing.table import Registry
 from tests.samples import ENV, GOOD
 
 CANARY = GOOD.replace(
@@ -133,3 +134,57 @@ def test_weighted_with_user_stickiness() -> None:
 def test_a_canary_needs_no_weights_or_stable_alias() -> None:
     text = CANARY.replace("aliases: {stable: v1, canary: v2}", "aliases: {}")
     assert parse_config(text, ENV).models["chat"].routing.strategy == "canary"
+
+
+THREE = CANARY.replace(
+    "      v2:\n",
+    '      v3:\n        upstream: {url: "http://127.0.0.1:9003/v1", model: "shadowed"}\n      v2:\n',
+).replace("      rules:\n", "      shadow: {version: v3, percent: 10}\n      rules:\n")
+
+
+def test_a_canary_arm_is_never_retried_on_the_other_arm() -> None:
+    """Regression (issue 13): a baseline failure retried on the candidate became its evidence."""
+    policy = build_policy("chat", model(), canary_weight=25)
+    plans = {policy.plan(ctx(), Random(seed)).versions for seed in range(100)}
+    assert plans == {("v1",), ("v2",)}
+
+
+def test_retry_across_arms_is_the_operators_choice() -> None:
+    text = CANARY.replace(
+        "        baseline: v1\n", "        baseline: v1\n        retry_across_arms: true\n"
+    )
+    policy = build_policy("chat", model(text), canary_weight=25)
+    plans = {policy.plan(ctx(), Random(seed)).versions for seed in range(100)}
+    assert plans == {("v1", "v2"), ("v2", "v1")}
+
+
+@pytest.mark.parametrize("weight", [0.0, 100.0])
+def test_an_ended_canary_leaves_the_other_arm_idle(weight: float) -> None:
+    text = CANARY.replace(
+        "        baseline: v1\n", "        baseline: v1\n        retry_across_arms: true\n"
+    )
+    policy = build_policy("chat", model(text), canary_weight=weight)
+    plans = {policy.plan(ctx(), Random(seed)).versions for seed in range(20)}
+    assert plans == {("v1",)} if weight == 0 else {("v2",)}
+
+
+def test_rule_fallbacks_skip_idle_versions() -> None:
+    """A shadow-only version (weight 0) never answers a client, not even as a rule's fallback."""
+    policy = build_policy("chat", model(THREE), canary_weight=5)
+    plan = policy.plan(ctx("s1", x_tenant="internal"), Random(0))
+    assert plan.versions[0] == "v2" and "v3" not in plan.versions
+
+
+def test_explicit_fallback_drops_shadow_only_and_other_arm() -> None:
+    text = THREE.replace("      rules:\n", "      fallback: [v1, v3, v2]\n      rules:\n")
+    cfg = parse_config(text, ENV)
+    for weight, expected in ((5.0, ()), (0.0, ())):
+        entry = Registry.build(cfg, ENV, canary_weights={"chat": weight}).models["chat"]
+        assert entry.fallback == expected
+    across = text.replace(
+        "        baseline: v1\n", "        baseline: v1\n        retry_across_arms: true\n"
+    )
+    entry = Registry.build(parse_config(across, ENV), ENV, canary_weights={"chat": 5.0})
+    assert entry.models["chat"].fallback == ("v1", "v2")
+    entry = Registry.build(parse_config(across, ENV), ENV, canary_weights={"chat": 0.0})
+    assert entry.models["chat"].fallback == ("v1",)  # the rolled-back candidate stays idle

@@ -10,7 +10,14 @@ import pytest
 
 from gateway.config.schema import Store
 from gateway.errors import StoreTimeout, StoreUnavailable
-from gateway.exchange import CLIENT_CANCEL, CLIENT_ERROR, SUCCESS, UPSTREAM_ERROR, Attempt
+from gateway.exchange import (
+    CLIENT_CANCEL,
+    CLIENT_ERROR,
+    SUCCESS,
+    UPSTREAM_ERROR,
+    Attempt,
+    Exchange,
+)
 from gateway.infra.breaker import Breaker
 from gateway.infra.clock import SharedClock
 from gateway.livestats import StoreSync
@@ -211,3 +218,29 @@ async def test_starting_with_redis_down_serves_locally_and_says_so(
     clock.now += 1.0
     await sync.refresh()
     assert sync.shared_up and "reachable" in caplog.records[-1].getMessage()
+
+
+async def test_only_the_assigned_first_attempt_is_canary_evidence() -> None:
+    """Regression (issue 13): a baseline failure retried on the candidate counted as candidate
+    evidence. Now retries and reassigned first attempts go to `#retry`, never `#canary`."""
+    tagged = [(m, v + t) for m, v in SERIES for t in ("#canary", "#retry")]
+    sync, _, _ = make(shared=False)
+    sync._series = lambda: [*SERIES, *tagged]
+
+    def exchange(assigned: str, *attempts: tuple[str, str]) -> Exchange:
+        ex = Exchange("r", "/v1/chat/completions", 0.0, "chat", routing_reason="canary")
+        ex.assigned = assigned
+        ex.attempts = [ok(v, outcome=o)[0] for v, o in attempts]
+        return ex
+
+    sync.record_exchange(exchange("v1", ("v1", SUCCESS)))
+    sync.record_exchange(exchange("v1", ("v1", UPSTREAM_ERROR), ("v2", SUCCESS)))  # retried
+    sync.record_exchange(exchange("v2", ("v1", SUCCESS)))  # health moved it off the candidate
+    await sync.flush()
+    await sync.refresh()
+    snap = sync.snapshot
+    base, cand = snap.window("chat", "v1#canary"), snap.window("chat", "v2#canary")
+    assert (base.requests, base.error_rate(), cand.requests) == (2, 0.5, 0)
+    assert snap.window("chat", "v2#retry").requests == 1
+    assert snap.window("chat", "v1#retry").requests == 1
+    assert snap.window("chat", "v1").requests == 3 and snap.window("chat", "v2").requests == 1
