@@ -347,10 +347,9 @@ class ProxyEndpoint:
 
 def _check_served(target: Target, path: str) -> None:
     """404 unless the pinned version (or, unpinned, some version) serves `path`."""
-    served = target.model.paths if target.pinned is None else target.pinned.urls
-    if path not in served:
-        who = target.model.name if target.pinned is None else f"{target.model.name}@"
-        who += target.pinned.id if target.pinned is not None else ""
+    model, pinned = target.model, target.pinned
+    if path not in (model.paths if pinned is None else pinned.urls):
+        who = model.name if pinned is None else f"{model.name}@{pinned.id}"
         raise NotFound(
             f"{path} is not offered by {who!r} (its upstream.endpoints do not list it)",
             code="endpoint_not_supported",
