@@ -63,6 +63,13 @@ class ModelNotFound(ClientError):
     code = "model_not_found"
 
 
+class NotFound(ClientError):
+    """An admin resource that does not exist (e.g. an override that was never set)."""
+
+    status = 404
+    code = "not_found"
+
+
 class PayloadTooLarge(ClientError):
     status = 413
     code = "request_too_large"

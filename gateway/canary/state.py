@@ -19,8 +19,19 @@ from typing import Any, Literal
 from gateway.canary.stats import EProcess
 
 Status = Literal["progressing", "paused", "promoted", "rolled_back"]
-PauseReason = Literal["srm", "inconclusive", "manual"]
-Action = Literal["advance", "hold", "rollback", "promote", "pause", "resume", "srm_freeze"]
+PauseReason = Literal["srm", "inconclusive", "manual", "state_lost"]
+Action = Literal[
+    "advance",
+    "hold",
+    "rollback",
+    "promote",
+    "pause",
+    "resume",
+    "srm_freeze",
+    "restore",
+    "revert",
+    "restart",
+]
 TERMINAL: frozenset[str] = frozenset({"promoted", "rolled_back"})
 
 

@@ -16,6 +16,10 @@ model's keys in one Cluster slot, beside its metric buckets)::
     <prefix>:{<model>}:history   list: decision/audit records as JSON, oldest first (RPUSH+LTRIM)
     <prefix>:{<model>}:leader    string: the lease owner's id, SET NX PX; renewed by a Lua script
                                  only while the caller still owns it
+    <prefix>:control:epoch       string: a random id written once (SET NX) by the first replica;
+                                 every replica remembers it, so its absence or change later means
+                                 the shared state was lost (a Redis restart without persistence,
+                                 a flush, a failover to an empty replica)
 
 Every call is bounded by the store's short timeout and raises only `StoreError` subclasses
 (`StoreTimeout`, `StoreUnavailable`); callers decide what a failure means (requests never wait on
@@ -29,6 +33,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
+from gateway.errors import StoreError
 from gateway.infra.redis_client import bounded, close, connect
 
 T = TypeVar("T")
@@ -77,6 +82,15 @@ class ControlStore(Protocol):
         """Acquire or renew the lease `name` for `owner`; False while another owner holds it."""
         ...
 
+    async def epoch(self, create: str) -> str:
+        """The store's epoch id, set to `create` first if there is none (SET NX)."""
+        ...
+
+    async def persistence(self) -> dict[str, str] | None:
+        """What the store keeps across its own restart ({"appendonly", "save"}); None if
+        unknown (the memory backend, or CONFIG disabled)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -93,6 +107,7 @@ class MemoryControl:
         self._values: dict[str, Value] = {}
         self._history: dict[str, list[str]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
+        self._epoch: str | None = None
         self._clock = clock
 
     async def get(self, model: str) -> tuple[int, Value | None]:
@@ -123,6 +138,21 @@ class MemoryControl:
             return False
         self._leases[name] = (owner, now + ttl_s)
         return True
+
+    async def epoch(self, create: str) -> str:
+        if self._epoch is None:
+            self._epoch = create
+        return self._epoch
+
+    async def persistence(self) -> dict[str, str] | None:
+        return None
+
+    def lose(self) -> None:
+        """Forget everything, as a Redis restart without persistence would (for tests)."""
+        self._values.clear()
+        self._history.clear()
+        self._leases.clear()
+        self._epoch = None
 
     async def aclose(self) -> None:
         return None
@@ -172,6 +202,25 @@ class RedisControl:
         ms = max(int(ttl_s * 1000), 1)
         got = await self._bounded(self._lease(keys=[self.key(name, "leader")], args=[owner, ms]))
         return bool(got)
+
+    async def epoch(self, create: str) -> str:
+        key = f"{self._prefix}:control:epoch"
+        pipe = self._client.pipeline(transaction=False)
+        pipe.set(key, create, nx=True)
+        pipe.get(key)
+        _, raw = await self._bounded(pipe.execute())
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def persistence(self) -> dict[str, str] | None:
+        out = {}
+        try:
+            for name in ("appendonly", "save"):
+                reply = await self._bounded(self._client.config_get(name))
+                value = reply.get(name, reply.get(name.encode(), ""))
+                out[name] = value.decode() if isinstance(value, bytes) else str(value)
+        except StoreError:  # CONFIG renamed or disabled (managed Redis): unknown
+            return None
+        return out
 
     async def aclose(self) -> None:
         await close(self._client, self._timeout_s)

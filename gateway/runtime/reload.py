@@ -5,6 +5,8 @@ a bad one is rejected with its reasons (returned to the admin caller, logged, co
 `gateway_config_reloads_total{result="rejected"}`) and the running config stays. Requests in
 flight finish on the config they started with (they hold their own `Runtime`). `listen` and
 `store` are read at start-up only; a reload that changes them says so and keeps the old ones.
+It also notes every operator override that hides a value the file changed (the override still
+wins until it is cleared or expires).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.observability.logs import event
 from gateway.runtime.current import Current
+from gateway.runtime.overrides import shadowed
 from gateway.runtime.snapshot import Runtime
 
 log = logging.getLogger("gateway.reload")
@@ -63,6 +66,7 @@ class Reloader:
             if getattr(cfg, key) != getattr(old.config, key)
         )
         cfg = cfg.model_copy(update={"listen": old.config.listen, "store": old.config.store})
+        notes += tuple(shadowed(old.config, cfg, old.overrides))
         environ = os.environ if self._environ is None else self._environ
         runtime = Runtime.build(cfg, old.metrics, environ, old.overrides)  # keeps the overrides
         self._current.swap(runtime)
