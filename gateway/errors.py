@@ -64,10 +64,22 @@ class ModelNotFound(ClientError):
 
 
 class NotFound(ClientError):
-    """An admin resource that does not exist (e.g. an override that was never set)."""
+    """No such endpoint for this model, no such response id, or no such admin override."""
 
     status = 404
     code = "not_found"
+
+
+class MethodNotAllowed(ClientError):
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, allow: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"allow", ", ".join(self.allow).encode())]
 
 
 class PayloadTooLarge(ClientError):
@@ -155,3 +167,18 @@ class StoreTimeout(StoreError):
     """The store did not answer in time (a write may or may not have been applied)."""
 
     code = "store_timeout"
+
+
+class RegistryError(GatewayError):
+    """The model registry failed or answered something unusable (never seen by clients: the
+    gateway keeps serving its last good view of the registry)."""
+
+    status = 502
+    type = "registry_error"
+    code = "registry_error"
+
+
+class RegistryNotFound(RegistryError):
+    """The registry says the registered model (or version) does not exist."""
+
+    code = "registry_not_found"

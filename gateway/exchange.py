@@ -69,6 +69,7 @@ class Exchange:
     assigned: str | None = None  # the version routing chose first (the canary's evidence arm)
     client: str = ""  # the API key's id (never the key)
     reason: str = ""  # why the gateway itself refused the request (overloaded, request_too_large)
+    metered: bool = True  # False: usage in the answer was already counted (GET of a response)
     attempts: list[Attempt] = field(default_factory=list)
 
 

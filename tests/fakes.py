@@ -43,9 +43,22 @@ class FakeTransport:
             [b'{"ok":1,', b'"usage":{"prompt_tokens":4,"completion_tokens":2}}'],
         )
         self.responses: list[FakeResponse] = []
+        self.requests: list[tuple[str, str, dict[str, str], bytes | None]] = []  # `request` calls
 
     async def post(self, url: str, headers: Any, body: bytes, connect_s: float) -> FakeResponse:
         self.calls.append((url, dict(headers), orjson.loads(body)))
+        result = self.answer(url)
+        if isinstance(result, Exception):
+            raise result
+        self.responses.append(result)
+        return result  # type: ignore[no-any-return]
+
+    async def request(
+        self, method: str, url: str, headers: Any, body: Any, connect_s: float
+    ) -> FakeResponse:
+        if body is not None and not isinstance(body, bytes):
+            body = b"".join([chunk async for chunk in body])  # a streamed upload, read through
+        self.requests.append((method, url, dict(headers), body))
         result = self.answer(url)
         if isinstance(result, Exception):
             raise result

@@ -4,18 +4,23 @@
 the cursor is ignored), then checks the rules in this order; the first that holds fires:
 
 1. guardrail (candidate failures in a row, or the step's candidate error rate above the cap
-   once it has `min_requests`) → rollback;
-2. sample-ratio mismatch (chi-square of the step's settled split, p < srm_alpha) → pause (srm);
-3. a harm e-value ≥ m/α_harm (m = 2 with the tail test, else 1) → rollback;
-4. every safety e-value ≥ 1/α_safe, and min_samples, and min_duration → advance (promote after
-   the last step);
+   once it has `min_requests`), judged against the baseline in the same window: if the baseline
+   fails too (`incident`) → pause (incident), else → rollback;
+2. sample-ratio mismatch (the sequential SRM e-value ≥ 1/srm_alpha) → pause (srm);
+3. a harm e-value ≥ m/α_harm (m = 1 + one per tail metric: latency, TTFT) → rollback;
+4. every safety test passes, and min_samples, and min_duration → advance (promote after the
+   last step);
 5. max_duration → hold (pause, inconclusive) or rollback, per `on_inconclusive`;
 6. otherwise nothing: no record is written (a status page reads `snapshot()` instead).
 
-While paused only rules 1 and 3 run: rolling back stays possible, nothing advances. Promoted and
-rolled-back canaries ignore evidence. Every transition increments `generation` (the controller's
-compare-and-set token) and returns a `DecisionRecord`. Manual `pause`, `resume`, `promote` and
-`rollback` are pure too; `resume` restarts the current step's analysis window.
+While paused only rules 1 and 3 run (rolling back stays possible, nothing advances). Paused for
+an incident, rule 1 waits too (its runs and rates include the incident) and the incident's end
+is checked: once the baseline's last bucket is back below half the guardrail cap the step's
+analysis restarts (`resume`, rule `incident.end`) and the guardrails judge the next bucket.
+Promoted and rolled-back canaries ignore evidence. Every transition increments `generation`
+(the controller's compare-and-set token) and returns a `DecisionRecord`. Manual `pause`,
+`resume`, `promote` and `rollback` are pure too; `resume` restarts the current step's analysis
+window.
 """
 
 from __future__ import annotations
@@ -40,17 +45,22 @@ from gateway.canary.stats import (
     abs_prior_b,
     below_log_e,
     capped_exp,
-    log_mean_exp,
+    lower_bound,
+    poisson_sf,
+    srm_log_e,
     srm_test,
     upper_bound,
 )
 from gateway.errors import GatewayError
 
 SRM_SETTLE_S = 2.0  # buckets starting this soon after a step change skip the SRM counts
+INCIDENT_SHARE = 0.5  # the baseline fails at ≥ this × the candidate's rate (at most the cap)
+INCIDENT_P, INCIDENT_MIN_FAILURES = 1e-3, 3  # ... or far more often than before the window
 PAUSE_REASONS: Mapping[str, PauseReason] = {
     "srm_freeze": "srm",
     "hold": "inconclusive",
     "pause": "manual",
+    "incident": "incident",
 }
 
 
@@ -82,6 +92,8 @@ def initial_state(settings: CanarySettings, now: float) -> CanaryState:
         harm_slow=EProcess.harm(),
         safe_errors=EProcess.safety(an.error_margin_rel),
         safe_slow=EProcess.safety(an.latency_margin_rel),
+        harm_ttft=EProcess.harm(),
+        safe_ttft=EProcess.safety(an.latency_margin_rel),
     )
 
 
@@ -123,25 +135,35 @@ def _apply(settings: CanarySettings, state: CanaryState, ev: Evidence) -> Canary
     if warm and (c.slow or b.slow):
         harm_slow = harm_slow.update(c.latency_n, b.latency_n, c.slow, b.slow)
         safe_slow = safe_slow.update(c.latency_n, b.latency_n, c.slow, b.slow)
-    errors = (c.requests, b.requests, c.failures, b.failures)
+    harm_ttft, safe_ttft = state.harm_ttft, state.safe_ttft
+    if warm and settings.ttft_enabled and (c.ttft_slow or b.ttft_slow):
+        harm_ttft = harm_ttft.update(c.ttft_n, b.ttft_n, c.ttft_slow, b.ttft_slow)
+        safe_ttft = safe_ttft.update(c.ttft_n, b.ttft_n, c.ttft_slow, b.ttft_slow)
+    (n_c, k_c), (n_b, k_b) = c.error_units(ev.sessions), b.error_units(ev.sessions)
+    srm_c, srm_b = n_c, n_b
     return CanaryState(  # built directly: dataclasses.replace is slow on this per-bucket path
         status=state.status,
         step=state.step,
         step_started_at=state.step_started_at,
         generation=state.generation,
         cursor=ev.bucket,
-        harm_errors=state.harm_errors.update(*errors),
+        harm_errors=state.harm_errors.update(n_c, n_b, k_c, k_b),
         harm_slow=harm_slow,
-        safe_errors=state.safe_errors.update(*errors),
+        safe_errors=state.safe_errors.update(n_c, n_b, k_c, k_b),
         safe_slow=safe_slow,
+        harm_ttft=harm_ttft,
+        safe_ttft=safe_ttft,
         step_candidate=state.step_candidate.plus(c, warm),
         step_baseline=state.step_baseline.plus(b, warm),
         total_candidate=state.total_candidate.plus(c),
         total_baseline=state.total_baseline.plus(b),
-        srm_candidate=state.srm_candidate + (c.requests if settled else 0),
-        srm_baseline=state.srm_baseline + (b.requests if settled else 0),
+        srm_candidate=state.srm_candidate + (srm_c if settled else 0),
+        srm_baseline=state.srm_baseline + (srm_b if settled else 0),
+        srm_sessions=ev.sessions,
         streak=ev.consecutive_failures,
         pause_reason=state.pause_reason,
+        last_candidate=c,
+        last_baseline=b,
     )
 
 
@@ -154,29 +176,94 @@ def _verdict(settings: CanarySettings, state: CanaryState, now: float) -> _Verdi
     return None
 
 
+def incident(
+    settings: CanarySettings, candidate: ArmCounts, baseline: ArmCounts, before: ArmCounts
+) -> bool:
+    """Whether the baseline fails too in the same window: at least INCIDENT_SHARE × the
+    candidate's failure rate there (or × the guardrail cap when that is lower), or improbably
+    often for its own rate `before` the window (Poisson tail < INCIDENT_P: an incident that began
+    late in the window, while a run of candidate failures filled it)."""
+    cap = settings.guardrails.max_error_rate
+    rate_b, rate_c = baseline.error_rate, candidate.error_rate
+    if rate_b is None:
+        return False
+    if rate_b >= INCIDENT_SHARE * min(cap if rate_c is None else rate_c, cap):
+        return True
+    usual = (before.failures + 1) / (before.requests + 1)
+    k = baseline.failures
+    return k >= INCIDENT_MIN_FAILURES and poisson_sf(k, usual * baseline.requests) < INCIDENT_P
+
+
 def _guardrail(settings: CanarySettings, state: CanaryState, now: float) -> _Verdict | None:
-    g, c = settings.guardrails, state.step_candidate
+    g = settings.guardrails
+    if state.pause_reason == "incident":
+        return None  # runs and rates that include the incident: judged again once it ends
     if state.streak >= g.consecutive_failures:
-        msg = f"{state.streak} candidate failures in a row (limit {g.consecutive_failures})"
-        return _Verdict("rollback", "guardrail.consecutive_failures", msg)
-    if c.requests >= g.min_requests and c.failures > g.max_error_rate * c.requests:
-        msg = (
-            f"candidate error rate {c.failures}/{c.requests} above the cap {g.max_error_rate:.0%}"
-            f" (checked from {g.min_requests} requests)"
+        what = f"{state.streak} candidate failures in a row (limit {g.consecutive_failures})"
+        base, before = state.last_baseline, state.total_baseline.minus(state.last_baseline)
+        window = (state.last_candidate, base, before)  # the bucket the run ended in
+        return _blame(settings, state, "guardrail.consecutive_failures", what, *window)
+    sessions = state.srm_sessions  # with a sticky key the rate counts sessions, each once
+    cand, base, total = (
+        ArmCounts(*arm.error_units(sessions))
+        for arm in (state.step_candidate, state.step_baseline, state.total_baseline)
+    )
+    if cand.requests >= g.min_requests and cand.failures > g.max_error_rate * cand.requests:
+        unit = "sessions" if sessions else "requests"
+        what = (
+            f"candidate error rate {cand.failures}/{cand.requests} {unit} above the cap"
+            f" {g.max_error_rate:.0%} (checked from {g.min_requests})"
         )
-        return _Verdict("rollback", "guardrail.max_error_rate", msg)
+        window = (cand, base, total.minus(base))
+        return _blame(settings, state, "guardrail.max_error_rate", what, *window)
     return None
+
+
+def _blame(
+    settings: CanarySettings,
+    state: CanaryState,
+    rule: str,
+    what: str,
+    candidate: ArmCounts,
+    baseline: ArmCounts,
+    before: ArmCounts,
+) -> _Verdict | None:
+    """Roll back for a guardrail, unless the baseline fails too in the same window (pause)."""
+    if not incident(settings, candidate, baseline, before):
+        return _Verdict("rollback", rule, what)
+    if state.status == "paused":
+        return None  # paused for another reason: harm can still roll back, nothing advances
+    msg = (
+        f"{what}, but the baseline fails too in the same window ({baseline.failures}/"
+        f"{baseline.requests}): an incident on both versions, analysis paused until it ends"
+    )
+    return _Verdict("incident", rule.replace("guardrail", "incident"), msg)
+
+
+def _incident_end(settings: CanarySettings, state: CanaryState, now: float) -> _Verdict | None:
+    if state.pause_reason != "incident" or not state.last_baseline.requests:
+        return None
+    level = INCIDENT_SHARE * settings.guardrails.max_error_rate
+    if (state.last_baseline.error_rate or 0.0) >= level:
+        return None
+    msg = (
+        f"incident over: baseline {state.last_baseline.failures}/{state.last_baseline.requests}"
+        f" failures in the last bucket (below {level:.0%}); the step's analysis restarts"
+    )
+    return _Verdict("resume", "incident.end", msg)
 
 
 def _srm(settings: CanarySettings, state: CanaryState, now: float) -> _Verdict | None:
     share = settings.weight(state.step) / 100.0
-    res = srm_test(state.srm_candidate, state.srm_baseline, share)
-    if res is None or res.p_value >= settings.srm_alpha:
+    log_e = srm_log_e(state.srm_candidate, state.srm_baseline, share)
+    if log_e < math.log(1.0 / settings.srm_alpha):
         return None
+    unit = "sessions" if state.srm_sessions else "requests"
+    total = state.srm_candidate + state.srm_baseline
     msg = (
-        f"observed candidate share {res.observed_share:.2%} of {res.n_candidate + res.n_baseline}"
-        f" requests vs configured {share:.2%} (chi-square p = {res.p_value:.2g}"
-        f" < {settings.srm_alpha:g}): routing or attribution is broken, weights frozen"
+        f"observed candidate share {state.srm_candidate / total:.2%} of {total} {unit}"
+        f" vs configured {share:.2%} (SRM e-value {capped_exp(log_e):.3g}"
+        f" ≥ {1 / settings.srm_alpha:g}): routing or attribution is broken, weights frozen"
     )
     return _Verdict("srm_freeze", "srm", msg)
 
@@ -185,7 +272,9 @@ def _harm(settings: CanarySettings, state: CanaryState, now: float) -> _Verdict 
     threshold = settings.harm_threshold
     tests = [("errors", state.harm_errors)]
     if settings.latency_enabled:
-        tests.append(("latency", state.harm_slow))
+        tests.append(("latency" if settings.analysis.metric != "ttft" else "ttft", state.harm_slow))
+    if settings.ttft_enabled:
+        tests.append(("ttft", state.harm_ttft))
     for name, process in tests:
         if process.reaches(threshold):
             msg = f"harm proven on {name}: e-value {process.value():.4g} ≥ {threshold:g}"
@@ -194,34 +283,45 @@ def _harm(settings: CanarySettings, state: CanaryState, now: float) -> _Verdict 
 
 
 def errors_safe_log_e(settings: CanarySettings, state: CanaryState) -> tuple[float, float, float]:
-    """ln of (combined, relative, absolute) error-safety e-values for the current step.
+    """ln of (combined, relative, absolute) error-safety scores for the current step.
 
-    With an absolute margin δ > 0 the combined e-value is the average of the relative one
-    (H0: p_C ≥ θ0·p_B) and the absolute one (H0: p_C ≥ p̂_B + δ), which proves
-    p_C < max(θ0·p_B, p_B + δ); an average of e-values is an e-value."""
+    Non-inferiority is p_C < max(θ0·p_B, p_B + δ): its null is the intersection of
+    H_rel: p_C ≥ θ0·p_B and H_abs: p_C ≥ p_B + δ, so rejecting either at α_safe/2 rejects it at
+    α_safe. Relative route: the e-process ≥ 2/α_safe. Absolute route: with L_B the baseline's
+    anytime (1 − α_safe/4) lower confidence bound, the candidate's e-process for p_C ≥ L_B + δ
+    reaches 4/α_safe (a union bound over the two confidence sequences; docs/canary.md). The
+    combined score max(rel − ln 2, abs − ln 4) reaches ln(1/α_safe) when either route passes.
+    Without an absolute margin the relative route has the whole α_safe."""
     rel = state.safe_errors.log_value()
-    delta = settings.analysis.error_margin_abs
+    an = settings.analysis
     c, b = state.step_candidate, state.step_baseline
-    if delta <= 0 or b.requests == 0:
+    if an.error_margin_abs <= 0:
         return rel, rel, 0.0
-    limit = b.failures / b.requests + delta
-    absolute = below_log_e(c.failures, c.requests, limit, abs_prior_b(delta))
-    return log_mean_exp((rel, absolute)), rel, absolute
+    absolute = 0.0
+    if b.requests and c.requests:
+        prior = abs_prior_b(an.error_margin_abs)
+        floor_b = lower_bound(b.failures, b.requests, an.alpha_safe / 4, prior)
+        absolute = below_log_e(c.failures, c.requests, floor_b + an.error_margin_abs, prior)
+    return max(rel - math.log(2.0), absolute - math.log(4.0)), rel, absolute
 
 
 def _safety(settings: CanarySettings, state: CanaryState, now: float) -> _Verdict | None:
     step = settings.steps[state.step]
-    if state.step_candidate.requests < max(1, step.min_samples) or state.step_baseline.requests < 1:
+    c, b = state.step_candidate, state.step_baseline
+    if c.requests < max(1, step.min_samples) or b.requests < 1:
         return None
     if now - state.step_started_at < step.min_duration_s:
         return None
     if settings.latency_enabled and not state.safe_slow.reaches(settings.safe_threshold):
         return None
+    ttft_seen = c.ttft_n > 0 or b.ttft_n > 0
+    if settings.ttft_enabled and ttft_seen and not state.safe_ttft.reaches(settings.safe_threshold):
+        return None
     if errors_safe_log_e(settings, state)[0] < math.log(settings.safe_threshold):
         return None
     last = state.step == len(settings.steps) - 1
     what = "the last step" if last else f"step {state.step} ({step.weight:g}%)"
-    msg = f"non-inferiority proven in {what} with {state.step_candidate.requests} canary requests"
+    msg = f"non-inferiority proven in {what} with {c.requests} canary requests"
     return _Verdict("promote" if last else "advance", "safety", msg)
 
 
@@ -237,7 +337,7 @@ def _max_duration(settings: CanarySettings, state: CanaryState, now: float) -> _
 
 Rule = Callable[[CanarySettings, CanaryState, float], _Verdict | None]
 RULES: tuple[Rule, ...] = (_guardrail, _srm, _harm, _safety, _max_duration)  # precedence order
-PAUSED_RULES: tuple[Rule, ...] = (_guardrail, _harm)
+PAUSED_RULES: tuple[Rule, ...] = (_guardrail, _harm, _incident_end)
 
 
 def _enter_step(settings: CanarySettings, state: CanaryState, step: int, now: float) -> CanaryState:
@@ -249,6 +349,7 @@ def _enter_step(settings: CanarySettings, state: CanaryState, step: int, now: fl
         step_started_at=now,
         safe_errors=EProcess.safety(an.error_margin_rel),
         safe_slow=EProcess.safety(an.latency_margin_rel),
+        safe_ttft=EProcess.safety(an.latency_margin_rel),
         step_candidate=ArmCounts(),
         step_baseline=ArmCounts(),
         srm_candidate=0,
@@ -297,7 +398,8 @@ def snapshot(settings: CanarySettings, state: CanaryState, now: float) -> Snapsh
     """Every number the judge uses, for records and status pages."""
     c, b = state.step_candidate, state.step_baseline
     combined, rel, absolute = errors_safe_log_e(settings, state)
-    srm = srm_test(state.srm_candidate, state.srm_baseline, settings.weight(state.step) / 100.0)
+    share = settings.weight(state.step) / 100.0
+    srm = srm_test(state.srm_candidate, state.srm_baseline, share)
     return Snapshot(
         elapsed_s=now - state.step_started_at,
         step_candidate=c,
@@ -329,9 +431,13 @@ def snapshot(settings: CanarySettings, state: CanaryState, now: float) -> Snapsh
         safe_threshold=settings.safe_threshold,
         srm_p_value=None if srm is None else srm.p_value,
         srm_observed_share=None if srm is None else srm.observed_share,
-        srm_expected_share=settings.weight(state.step) / 100.0,
+        srm_expected_share=share,
         srm_alpha=settings.srm_alpha,
         consecutive_failures=state.streak,
+        e_harm_ttft=state.harm_ttft.value(),
+        e_safe_ttft=state.safe_ttft.value(),
+        srm_e_value=capped_exp(srm_log_e(state.srm_candidate, state.srm_baseline, share)),
+        srm_unit="sessions" if state.srm_sessions else "requests",
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Metric = Literal["latency", "ttft", "none"]
+Metric = Literal["both", "latency", "ttft", "none"]
 OnInconclusive = Literal["hold", "rollback"]
 
 
@@ -30,7 +30,7 @@ class Analysis:
     error_margin_abs: float = 0.005  # ... or p_C < p_B + this (0 disables the absolute rule)
     latency_margin_rel: float = 1.5  # θ0 for the slow fraction (share above baseline's pXX)
     slow_percentile: float = 95.0  # pXX of the baseline's previous window marks "slow"
-    metric: Metric = "latency"  # what "slow" is measured on; "none" disables the tail test
+    metric: Metric = "both"  # tail tests: latency and TTFT, one of them, or none
     warmup_requests: int = 50  # after each step change, excluded from the tail test only
     warmup_s: float = 60.0  # (both must have passed before a bucket counts)
 
@@ -64,9 +64,14 @@ class CanarySettings:
         return self.analysis.metric != "none"
 
     @property
+    def ttft_enabled(self) -> bool:
+        """A second tail test on TTFT (streamed traffic), beside the latency one."""
+        return self.analysis.metric == "both"
+
+    @property
     def harm_metrics(self) -> int:
         """m, the number of metrics the harm level is split across (Bonferroni)."""
-        return 2 if self.latency_enabled else 1
+        return 1 + self.latency_enabled + self.ttft_enabled
 
     @property
     def harm_threshold(self) -> float:

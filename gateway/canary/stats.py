@@ -18,8 +18,14 @@ run time). See `docs/canary.md` for the plain-words version.
   mixture), so {p : M_n(p) < 1/α} is a confidence sequence valid at every n at once (Ville). The
   e-process for H0: p ≥ c is inf_{p≥c} M_n(p) = M_n(max(c, k/n)). The prior b = 1/δ − 1 puts the
   prior mean at the margin δ, which makes the bound tight where it is used.
-- `srm_test`: Pearson's chi-square (1 degree of freedom) of the observed split against the
-  configured share; p = erfc(sqrt(χ²/2)), identical to scipy.stats.chisquare for two cells.
+  `lower_bound` is the same confidence sequence's lower end: the absolute route uses it for the
+  baseline's rate, so that route is valid at any time too (docs/canary.md, "absolute margin").
+- `srm_log_e`: the sequential sample-ratio check. Under a correct split each counted unit
+  (request, or new session with a sticky key) lands on the candidate with probability ρ0
+  independently, so a Beta(c·ρ0, c·(1−ρ0)) mixture of binomial likelihoods over the likelihood
+  at ρ0 is a nonnegative martingale; freezing when it reaches 1/srm_alpha is a test at srm_alpha
+  however often it is looked at (Ville). `srm_test` (Pearson's chi-square, p = erfc(sqrt(χ²/2)))
+  is kept for the status page only: it is a fixed-n test and decides nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ HARM_THETAS: tuple[float, ...] = (1.25, 1.5, 2.0, 3.0, 5.0)
 SAFE_EXPONENTS: tuple[float, ...] = (-1.7, -0.7, 0.0, 0.35)
 E_CAP = 1e300  # e-values are reported capped, so records stay finite JSON
 SRM_MIN_EXPECTED = 10.0  # below this expected count per arm the chi-square is not run
+SRM_PRIOR_N = 50.0  # c: the SRM prior is worth this many units (sd ≈ 40 % of a 10 % share)
 
 
 def event_share(rho: float, theta: float) -> float:
@@ -159,6 +166,44 @@ def upper_bound(k: int, n: int, alpha: float, prior_b: float) -> float:
         else:
             lo = mid
     return hi
+
+
+def poisson_sf(k: int, mean: float) -> float:
+    """P(X ≥ k) for X ~ Poisson(mean)."""
+    if k <= 0:
+        return 1.0
+    if mean <= 0:
+        return 0.0
+    term = total = math.exp(-mean)
+    for i in range(1, k):
+        term *= mean / i
+        total += term
+    return max(0.0, 1.0 - total)
+
+
+def lower_bound(k: int, n: int, alpha: float, prior_b: float) -> float:
+    """The time-uniform (1−α) lower confidence bound on p after k events in n trials."""
+    if n <= 0 or k == 0:
+        return 0.0
+    # ln M_n(p) = mix − k·ln p − (n−k)·ln(1−p); `mix` does not depend on p (computed once)
+    target = _log_beta(1.0 + k, prior_b + n - k) - _log_beta(1.0, prior_b) - math.log(1 / alpha)
+    lo, hi = 0.0, k / n
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if k * math.log(mid) + (n - k) * math.log1p(-mid) <= target:  # M_n(mid) ≥ 1/α
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def srm_log_e(n_candidate: int, n_baseline: int, expected_share: float) -> float:
+    """ln of the sequential SRM e-value for the split so far (0 without a real split)."""
+    if not 0.0 < expected_share < 1.0 or n_candidate + n_baseline == 0:
+        return 0.0
+    a, b = SRM_PRIOR_N * expected_share, SRM_PRIOR_N * (1.0 - expected_share)
+    mix = _log_beta(a + n_candidate, b + n_baseline) - _log_beta(a, b)
+    return mix - n_candidate * math.log(expected_share) - n_baseline * math.log1p(-expected_share)
 
 
 @dataclass(frozen=True, slots=True)

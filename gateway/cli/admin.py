@@ -1,5 +1,5 @@
 """The operator CLI's side of the admin API: `gateway status`, `overrides`, `weights set|clear`,
-`alias set|clear`, `canary ...` and `reload`, against a running gateway.
+`alias set|clear`, `canary ...`, `registry status` and `reload`, against a running gateway.
 
 Overrides set here carry the source `cli:<user>` (`$USER`) and, with `--ttl`, an expiry.
 
@@ -14,9 +14,12 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any
 
 import httpx
+
+from gateway.config.base import WEIGHT_RULE, weight_ok
 
 TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a token
 
@@ -66,6 +69,13 @@ def add_commands(sub: Any) -> None:
     overrides.set_defaults(func=lambda a: _run(a, "GET", f"/admin/models/{a.model}/overrides"))
     _weights_commands(sub, common)
     _alias_commands(sub, common)
+    registry = sub.add_parser("registry", help="the model registry").add_subparsers(
+        dest="registry_cmd", required=True
+    )
+    rstatus = registry.add_parser(
+        "status", parents=[common], help="what was read and when, refused versions and why"
+    )
+    rstatus.set_defaults(func=cmd_registry_status)
     canary = sub.add_parser("canary", parents=[common], help="canary status and actions")
     canary.add_argument("action", choices=CANARY_ACTIONS)
     canary.add_argument("model", nargs="?", help="the model (or --model)")
@@ -175,6 +185,9 @@ def cmd_weights_set(args: argparse.Namespace) -> int:
         if not sep:
             print(f"error: expected VERSION=WEIGHT, got {pair!r}", file=sys.stderr)
             return 2
+        if not weight_ok(weights[vid]):
+            print(f"error: weight of {vid!r} {WEIGHT_RULE}, got {value!r}", file=sys.stderr)
+            return 2
     body = _override({"weights": weights}, args)
     return _run(args, "PUT", f"/admin/models/{args.model}/weights", body)
 
@@ -205,6 +218,49 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_registry_status(args: argparse.Namespace) -> int:
+    try:
+        data = _client(args).call("GET", "/admin/registry")
+    except (AdminError, httpx.HTTPError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(data, indent=2) if args.json else registry_table(data))
+    return 0
+
+
+def registry_table(data: dict[str, Any]) -> str:
+    """The registry's state for people: one block per model, refusals with their reasons."""
+    up = {True: "up", False: "DOWN", None: "not read yet"}[data.get("up")]
+    lines = [f"registry {data.get('tracking_uri')}: {up}, last sync {_ago(data.get('last_sync'))}"]
+    if data.get("last_error"):
+        lines.append(f"  last error: {data['last_error']}")
+    for name, model in (data.get("models") or {}).items():
+        aliases = ", ".join(f"{a}→{v}" for a, v in model.get("aliases", {}).items()) or "-"
+        read = _ago(model.get("read_at"))
+        lines.append(
+            f"{name} (registered {model.get('registered_model')}, read {read})"
+            f": routable {', '.join(model.get('routable', [])) or '-'}; aliases {aliases}"
+        )
+        for problem in filter(None, (model.get("warning"), model.get("problem"))):
+            lines.append(f"  ! {problem}")
+        for vid, reason in model.get("refused", {}).items():
+            lines.append(f"  refused {vid}: {reason}")
+    for name in data.get("waiting", []):
+        lines.append(f"{name}: waiting for the registry's first answer")
+    for name, item in ((data.get("writeback") or {}).get("pending") or {}).items():
+        lines.append(
+            f"{name}: write-back of {item['rollout']} ({item['outcome']}) failing "
+            f"after {item['attempts']} tries: {item['error']}"
+        )
+    return "\n".join(lines)
+
+
+def _ago(when: Any) -> str:
+    if not isinstance(when, int | float):
+        return "never"
+    return f"{max(time.time() - when, 0):.1f}s ago"
+
+
 def _canary_or_none(client: AdminClient, model: str) -> Any:
     try:
         return client.call("GET", f"/admin/models/{model}/canary")
@@ -228,7 +284,7 @@ def status_table(
         canary = canaries.get(name)
         for v in model["versions"]:
             s = per_version.get(v["version"], {})
-            extra = ",".join(v.get("aliases", []))
+            extra = ",".join(v.get("aliases", [])) + _lineage(v.get("metadata") or {})
             if canary and v["version"] == canary.get("candidate"):
                 extra += f" canary:{canary['state']} step {canary['step']} @{canary['weight']:g}%"
             lines.append(
@@ -236,7 +292,18 @@ def status_table(
                 f"{_num(s.get('requests_per_s')):>9}{_pct(s.get('error_rate')):>8}"
                 f"{_num(s.get('latency_p95_ms')):>9}{_num(s.get('ttft_p95_ms')):>9}  {extra}"
             )
+    registry = next((s.get("registry") for s in stats.values() if s.get("registry")), None)
+    if registry:
+        lines.append(registry_table(registry).splitlines()[0])
     return "\n".join(lines)
+
+
+def _lineage(meta: dict[str, Any]) -> str:
+    """A version's lineage in brief: run and code commit (registry versions carry both)."""
+    parts = [f"run {str(meta['run_id'])[:8]}" if meta.get("run_id") else ""]
+    parts.append(f"commit {str(meta['code_version'])[:7]}" if meta.get("code_version") else "")
+    text = " ".join(p for p in parts if p)
+    return f" [{text}]" if text else ""
 
 
 def _pct(value: Any) -> str:

@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     validate = sub.add_parser("validate", help="check a config file")
     validate.add_argument("path")
+    validate.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask the model registry: it answers, each registered model exists, and "
+        "which versions would be routed or refused",
+    )
     validate.set_defaults(func=cmd_validate)
     mock = sub.add_parser(
         "mock-upstream", help="run the built-in OpenAI-compatible fake model server"
@@ -102,10 +108,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for name, model in cfg.models.items():
         aliases = ", ".join(f"{a}→{v}" for a, v in model.aliases.items()) or "none"
         print(
-            f"  {name}: versions {', '.join(model.versions)}; aliases {aliases}; "
+            f"  {name}: versions {', '.join(model.versions) or '-'}"
+            f"{' + registry ' + (model.registry.name or name) if model.registry else ''}; "
+            f"aliases {aliases}; "
             f"{model.routing.strategy} {_route_summary(model)}"
         )
         _print_projection(model)
+    if cfg.registry is not None:
+        mlflow = cfg.registry.mlflow
+        print(
+            f"  registry: MLflow at {mlflow.uri(os.environ)}, read every {mlflow.poll_s:g}s; "
+            f"upstreams allowed: {', '.join(mlflow.allowed_upstreams)}"
+        )
+    if args.online:
+        from gateway.cli.registry_check import check_online
+
+        report, problems = check_online(cfg)
+        print("\n".join(report) if report else "  --online: no registry configured")
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1 if problems else 0
     return 0
 
 
@@ -115,7 +137,7 @@ def _print_projection(model: Model) -> None:
     from gateway.config.canary import canary_settings
 
     canary = model.routing.canary
-    if canary is None:
+    if canary is None or canary.from_registry is not None:
         return
     rate = canary.expected_rps or DEFAULT_RPS
     rows = project(canary_settings(canary), rate, canary.expected_error_rate)
@@ -131,7 +153,14 @@ def _route_summary(model: Model) -> str:
         return f"({perf.objective}) over {pool}" + (f"; ceilings {caps}" if caps else "")
     if routing.canary is not None and routing.strategy == "canary":
         steps = "/".join(f"{s.weight:g}" for s in routing.canary.steps)
+        arms = routing.canary.from_registry
+        if arms is not None:
+            return f"{arms.baseline_alias} -> {arms.candidate_alias} (registry), steps {steps} %"
         return f"{routing.canary.baseline} -> {routing.canary.candidate}, steps {steps} %"
+    if routing.follow_alias is not None:
+        return f"all to {routing.follow_alias}"
+    if not model.versions:
+        return "from the registry"
     weights = routing.weights or {model.aliases.get("stable", next(iter(model.versions))): 100}
     return ", ".join(f"{v}={w:g}" for v, w in weights.items())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from gateway.canary.settings import Analysis, CanarySettings, Guardrails, Step
 from gateway.config.base import Strict
@@ -79,11 +79,36 @@ DEFAULT_STEPS = (
 )
 
 
+class FromRegistry(Strict):
+    """A rollout started by the model registry: pointing `candidate_alias` at a version other
+    than `baseline_alias`'s starts it; the outcome is written back (see docs/registry.md)."""
+
+    baseline_alias: str = Field("champion", description="The registry alias that serves today.")
+    candidate_alias: str = Field(
+        "challenger", description="The registry alias naming the version to roll out."
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> FromRegistry:
+        if self.baseline_alias == self.candidate_alias:
+            raise ValueError("baseline_alias and candidate_alias must differ")
+        return self
+
+
 class Canary(Strict):
     """A progressive rollout of `candidate` against `baseline` (`strategy: canary`)."""
 
-    baseline: str = Field(description="The version that serves today.")
-    candidate: str = Field(description="The version being rolled out.")
+    baseline: str | None = Field(
+        None, description="The version that serves today (not with `from_registry`)."
+    )
+    candidate: str | None = Field(
+        None, description="The version being rolled out (not with `from_registry`)."
+    )
+    from_registry: FromRegistry | None = Field(
+        None,
+        description="Take baseline and candidate from the model registry's aliases instead "
+        "(the model needs a `registry` block).",
+    )
     steps: tuple[CanaryStep, ...] = Field(
         DEFAULT_STEPS,
         min_length=1,
@@ -113,12 +138,28 @@ class Canary(Strict):
         0.01, gt=0, lt=1, description="Baseline error rate assumed by that projection."
     )
 
+    @model_validator(mode="after")
+    def _arms(self) -> Canary:
+        named = self.baseline is not None and self.candidate is not None
+        if self.from_registry is not None and (self.baseline or self.candidate):
+            raise ValueError("give either baseline and candidate, or from_registry")
+        if self.from_registry is None and not named:
+            raise ValueError("baseline and candidate are required (or from_registry)")
+        return self
+
+    def arms(self) -> tuple[str, str]:
+        """(baseline, candidate); a `from_registry` canary has them once the registry is read."""
+        if self.baseline is None or self.candidate is None:
+            raise ValueError("the registry has not named this canary's versions yet")
+        return self.baseline, self.candidate
+
 
 def canary_settings(c: Canary) -> CanarySettings:
     a = c.analysis
+    baseline, candidate = c.arms()
     return CanarySettings(
-        baseline=c.baseline,
-        candidate=c.candidate,
+        baseline=baseline,
+        candidate=candidate,
         steps=tuple(
             Step(s.weight, s.min_samples, s.min_duration_s, s.max_duration_s) for s in c.steps
         ),

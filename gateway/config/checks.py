@@ -4,7 +4,7 @@ Owns: names (models, versions, aliases) are well-formed and distinct, weights an
 known versions, weights are not all zero, and every `api_key_env` is set in the environment;
 for `strategy: performance`, that the interchangeable versions exist, the ceilings (`weights`, in
 percent) are feasible and the exploration floors fit under them; an admin listener has the
-token it needs and a port of its own.
+token it needs and a port of its own; `metrics.require` names known keys or a configured token.
 They run on the raw YAML data, defensively, so that they report alongside type errors and
 `gateway validate` lists every problem in one pass. Each rule yields `(path, message)`.
 """
@@ -16,24 +16,55 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from gateway.canary.validate import validate_canary
-from gateway.config.base import check_name
+from gateway.config.base import WEIGHT_RULE, check_name, weight_ok
 from gateway.config.canary import canary_settings
-from gateway.config.schema import GatewayConfig
+from gateway.config.schema import MLFLOW_URI_ENV, GatewayConfig
 from gateway.config.yamlsource import Path
 
 Problem = tuple[Path, str]
 
 
-def check_config(data: Mapping[str, Any], environ: Mapping[str, str]) -> Iterator[Problem]:
+def check_config(
+    data: Mapping[str, Any], environ: Mapping[str, str], resolved: bool = False
+) -> Iterator[Problem]:
+    """Every cross-field problem of raw config `data`. A registry-backed model's references
+    to versions are checked only once `resolved` (merged with the registry's view)."""
     models = data.get("models")
     if not isinstance(models, dict):
         return
     yield from _check_keys(_dict(data.get("auth")).get("keys"), models)
+    yield from _check_registry(data, models, environ)
     for name, model in models.items():
         base: Path = ("models", name)
         yield from _name(base, str(name), "model")
         if isinstance(model, dict):
-            yield from _check_model(base, model, environ)
+            deferred = not resolved and isinstance(model.get("registry"), dict)
+            yield from _check_model(base, model, environ, deferred)
+
+
+def _check_registry(
+    data: Mapping[str, Any], models: dict[Any, Any], environ: Mapping[str, str]
+) -> Iterator[Problem]:
+    """A registry-backed model needs `registry.mlflow`, which needs a server and its token."""
+    mlflow = _dict(_dict(data.get("registry")).get("mlflow"))
+    if not mlflow:
+        for name, model in models.items():
+            if isinstance(model, dict) and model.get("registry") is not None:
+                yield ("models", name, "registry"), "needs a top-level registry.mlflow block"
+        return
+    path: Path = ("registry", "mlflow")
+    if not mlflow.get("tracking_uri") and not environ.get(MLFLOW_URI_ENV):
+        yield (*path, "tracking_uri"), f"not set, and {MLFLOW_URI_ENV} is not set either"
+    env = mlflow.get("token_env")
+    if isinstance(env, str) and not environ.get(env):
+        yield (*path, "token_env"), f"environment variable {env} is not set"
+
+
+class _Deferred(dict[Any, Any]):
+    """The versions of a registry-backed model before the registry is read: any id may exist."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
 
 
 def _name(path: Path, name: str, what: str) -> Iterator[Problem]:
@@ -48,10 +79,14 @@ def _dict(value: Any) -> dict[Any, Any]:
 
 
 def _check_model(
-    base: Path, model: dict[str, Any], environ: Mapping[str, str]
+    base: Path, model: dict[str, Any], environ: Mapping[str, str], deferred: bool
 ) -> Iterator[Problem]:
-    versions = _dict(model.get("versions"))
+    declared = _dict(model.get("versions"))
+    versions = _Deferred(declared) if deferred else declared
     known = ", ".join(sorted(map(str, versions)))
+    env = _dict(model.get("registry")).get("api_key_env")
+    if isinstance(env, str) and not environ.get(env):
+        yield (*base, "registry", "api_key_env"), f"environment variable {env} is not set"
     for vid, version in versions.items():
         vpath = (*base, "versions", vid)
         yield from _name(vpath, str(vid), "version")
@@ -62,11 +97,14 @@ def _check_model(
     for alias, target in aliases.items():
         apath = (*base, "aliases", alias)
         yield from _name(apath, str(alias), "alias")
-        if alias in versions:
+        if alias in declared:
             yield apath, f"alias {alias!r} has the same name as a version"
         if isinstance(target, str) and target not in versions:
             yield apath, f"unknown version {target!r} (known: {known})"
     routing = _dict(model.get("routing"))
+    follow = routing.get("follow_alias")
+    if isinstance(follow, str) and not deferred and follow not in aliases:
+        yield (*base, "routing", "follow_alias"), f"unknown alias {follow!r}"
     yield from _check_routing_refs((*base, "routing"), routing, versions, known)
     fallback = routing.get("fallback")
     for i, vid in enumerate(fallback if isinstance(fallback, list) else []):
@@ -80,7 +118,8 @@ def _check_model(
         yield (*base, "routing", "performance"), "only allowed with strategy: performance"
     if "weights" not in routing:
         canary = routing.get("strategy") == "canary"  # the canary owns the split
-        if len(versions) > 1 and "stable" not in aliases and not canary:
+        routed = canary or routing.get("follow_alias") is not None
+        if len(versions) > 1 and "stable" not in aliases and not routed and not deferred:
             yield wpath, "required when a model has several versions and no 'stable' alias"
         return
     yield from _check_weights(wpath, routing["weights"], versions, known)
@@ -99,8 +138,8 @@ def _check_weights(
         if vid not in versions:
             yield (*wpath, vid), f"unknown version {vid!r} (known: {known})"
         if isinstance(weight, int | float) and not isinstance(weight, bool):
-            if weight < 0 or not math.isfinite(weight):
-                yield (*wpath, vid), f"weight must be a finite number >= 0, got {weight}"
+            if not weight_ok(weight):
+                yield (*wpath, vid), f"weight {WEIGHT_RULE}, got {weight}"
             numbers.append(weight)
     if numbers and len(numbers) == len(weights) and all(w == 0 for w in numbers):
         yield wpath, "weights are all zero: no version would get traffic"
@@ -147,17 +186,32 @@ def _check_routing_refs(
     yield from unknown((*rpath, "shadow", "version"), _dict(routing.get("shadow")).get("version"))
 
 
+def _check_metrics_access(cfg: GatewayConfig) -> Iterator[Problem]:
+    """`metrics.require` has what it needs: key ids of configured keys, or the admin token."""
+    access = cfg.metrics
+    if access.require == "admin" and not cfg.admin.token_env:
+        yield ("metrics", "require"), "`admin` needs admin.token_env"
+    if access.require == "key" and not access.key_ids:
+        yield ("metrics", "key_ids"), "`require: key` needs the ids of the keys that may scrape"
+    known = {k.id for k in cfg.auth.keys} if cfg.auth else set()
+    for i, kid in enumerate(access.key_ids):
+        if kid not in known:
+            yield ("metrics", "key_ids", i), f"unknown key id {kid!r}"
+
+
 def check_typed(cfg: GatewayConfig) -> Iterator[Problem]:
     """Rules that need the typed config: a canary must be able to reach a decision; a separate
-    admin listener needs the admin token and a port of its own."""
+    admin listener needs the admin token and a port of its own; `metrics.require` has what it
+    names."""
     admin = cfg.admin.listen
     if admin is not None and not cfg.admin.token_env:
         yield ("admin", "listen"), "a separate admin listener needs admin.token_env"
     if admin is not None and admin.port == cfg.listen.port:
         yield ("admin", "listen", "port"), f"must differ from listen.port ({cfg.listen.port})"
+    yield from _check_metrics_access(cfg)
     for name, model in cfg.models.items():
         canary = model.routing.canary
-        if canary is None:
+        if canary is None or canary.baseline is None:  # from_registry: checked once resolved
             continue
         base: Path = ("models", name, "routing", "canary")
         settings = canary_settings(canary)

@@ -18,6 +18,18 @@ from gateway.config.base import Strict, check_env_name
 from gateway.config.canary import Canary
 
 STICKY_RE = re.compile(r"^(header:[A-Za-z0-9-]{1,64}|user|api_key)$")
+Endpoint = Literal[
+    "chat",
+    "completions",
+    "embeddings",
+    "responses",
+    "images",
+    "audio.speech",
+    "audio.transcriptions",
+    "moderations",
+    "rerank",
+]
+DEFAULT_ENDPOINTS: tuple[Endpoint, ...] = ("chat", "completions", "embeddings", "responses")
 
 
 class Upstream(Strict):
@@ -34,6 +46,16 @@ class Upstream(Strict):
         None,
         description="Environment variable holding the upstream's key, sent as a bearer token "
         "(never the key itself). `serve` refuses to start while it is unset.",
+    )
+    endpoints: tuple[Endpoint, ...] = Field(
+        DEFAULT_ENDPOINTS,
+        strict=False,
+        min_length=1,
+        description="The OpenAI endpoints this upstream serves: `chat`, `completions`, "
+        "`embeddings`, `responses` (the default four), `images` (`/images/generations`), "
+        "`audio.speech`, `audio.transcriptions`, `moderations`, `rerank`. A request for an "
+        "endpoint none of a model's versions declares answers 404; versions that lack it are "
+        "never chosen for it.",
     )
 
     @field_validator("url")
@@ -257,7 +279,8 @@ class Routing(Strict):
     )
     weights: dict[str, float] | None = Field(
         None,
-        description="Version → relative weight (0 keeps a version registered but idle); "
+        description="Version → relative weight, a finite number from 0 to 1e6 (0 keeps a version "
+        "registered but idle); "
         "optional with one version or a `stable` alias. With `performance`: ceilings in percent.",
     )
     performance: Performance | None = Field(None, description="With `strategy: performance`.")
@@ -270,6 +293,11 @@ class Routing(Strict):
     )
     rules: tuple[Rule, ...] = Field((), strict=False, description="Header rules; first match wins.")
     shadow: Shadow | None = Field(None, description="Copies of requests to a version.")
+    follow_alias: str | None = Field(
+        None,
+        description="Send all default traffic to the version this alias names (a registry alias "
+        "such as `champion` moves with the registry); not with `weights` or another strategy.",
+    )
     fallback: tuple[str, ...] | None = Field(
         None,
         strict=False,
@@ -287,16 +315,81 @@ class Routing(Strict):
             raise ValueError("sticky_key must be header:<name>, user or api_key")
         return value
 
+    @model_validator(mode="after")
+    def _follow(self) -> Routing:
+        if self.follow_alias is not None and (self.strategy != "weighted" or self.weights):
+            raise ValueError("follow_alias needs strategy: weighted and no weights")
+        return self
+
+
+class RegistryTags(Strict):
+    """Names of the model-version tags that say where a registry version is served."""
+
+    serving_url: str = Field(
+        "serving_url", min_length=1, description="Tag holding the base URL of the upstream."
+    )
+    upstream_model: str = Field(
+        "upstream_model",
+        min_length=1,
+        description="Tag holding the model name sent upstream (default: the registered name).",
+    )
+
+
+class ModelRegistry(Strict):
+    """This model's versions also come from the model registry (`registry.mlflow`)."""
+
+    name: str | None = Field(
+        None, min_length=1, description="The registered model's name (default: this model's)."
+    )
+    tags: RegistryTags = Field(RegistryTags(), description="Tag names read on each version.")
+    url_template: str | None = Field(
+        None,
+        description="Upstream URL for versions without a `serving_url` tag, e.g. "
+        "`http://chat-{version}.models.svc:8000/v1` (`{version}` is the version number).",
+    )
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the upstream key of registry versions."
+    )
+
+    @field_validator("url_template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if "{version}" not in value:
+            raise ValueError("url_template must contain {version}")
+        Upstream._url(value.replace("{version}", "1"))
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env(cls, value: str | None) -> str | None:
+        return check_env_name(value, "api_key_env")
+
 
 class Model(Strict):
     """A public model name (what clients send as `model`) and its versions."""
 
-    versions: dict[str, Version] = Field(min_length=1, description="Version id → version.")
+    versions: dict[str, Version] = Field(
+        default_factory=dict,
+        description="Version id → version (at least one, unless `registry` supplies them).",
+    )
+    registry: ModelRegistry | None = Field(
+        None, description="Versions, aliases and lineage from the model registry."
+    )
     aliases: dict[str, str] = Field(
         default_factory=dict,
         description="Alias → version id (`stable`, `canary`); clients may pin `chat@stable`.",
     )
     routing: Routing = Field(Routing(), description="The route.")
+
+    @model_validator(mode="after")
+    def _some_version(self) -> Model:
+        if not self.versions and self.registry is None:
+            raise ValueError("a model needs at least one version (or a registry block)")
+        if self.routing.canary and self.routing.canary.from_registry and self.registry is None:
+            raise ValueError("routing.canary.from_registry needs the model's registry block")
+        return self
 
 
 def merged(default: Strict, override: Strict | None) -> Any:

@@ -17,11 +17,13 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from gateway.config.base import Strict, check_env_name
+from gateway.config.base import Strict, check_env_name, check_http_url
 from gateway.config.routes import Defaults, Model
 
 DEFAULT_MAX_BODY = 8 << 20
 REDIS_URL_ENV = "GATEWAY_REDIS_URL"
+MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"
+HOST_RE = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9.\-]{0,252})$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -107,6 +109,26 @@ class Store(Strict):
         return environ.get(REDIS_URL_ENV) or self.redis_url
 
 
+class Responses(Strict):
+    """The Responses API's memory of which version created which response id."""
+
+    ttl_s: int = Field(
+        30 * 86400,
+        ge=60,
+        le=365 * 86400,
+        description="How long a response id stays routable to the version that created it "
+        "(`previous_response_id`, `GET`/`DELETE`/`cancel`); then it answers 404. Default 30 "
+        "days, OpenAI's own retention.",
+    )
+    local_entries: int = Field(
+        100_000,
+        ge=100,
+        le=10_000_000,
+        description="Ids each process keeps in memory (the oldest are forgotten first; with "
+        "`store.backend: redis` they are still found in Redis).",
+    )
+
+
 class AdminListen(Strict):
     """A separate listener for the admin API, the status page and its login form."""
 
@@ -124,6 +146,25 @@ class Admin(Strict):
     )
     listen: AdminListen | None = Field(
         None, description="Serve the admin surface only there (none on the client port)."
+    )
+    session_ttl_s: int = Field(
+        8 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="A status-page session ends this long after sign-in (sooner on sign-out).",
+    )
+    secure_cookie: Literal["auto", "always"] = Field(
+        "auto",
+        description="`auto`: the session cookie is `Secure` when the request came over https "
+        "(directly, or as `X-Forwarded-Proto` from `listen.trusted_proxies`); `always`: set it "
+        "anyway (TLS terminated by a proxy the gateway does not trust for headers).",
+    )
+    max_failures_per_minute: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="Wrong admin tokens one source address may send a minute; beyond, every "
+        "admin authentication from it gets 429 with `Retry-After` until the minute is over.",
     )
 
     @field_validator("token_env")
@@ -213,6 +254,23 @@ class Limits(Strict):
     )
 
 
+class MetricsAccess(Strict):
+    """Who may read `GET /metrics` on the client port."""
+
+    require: Literal["none", "key", "admin"] = Field(
+        "none",
+        description="`none`: anyone who reaches the port (compatible default); `key`: a client "
+        "key listed in `key_ids`; `admin`: the admin token. The admin surface always serves "
+        "the same text at `GET /admin/metrics` (the recommended scrape target).",
+    )
+    key_ids: tuple[str, ...] = Field(
+        (),
+        strict=False,
+        description="With `require: key`: ids of the client keys that may scrape (a dedicated "
+        "key for Prometheus, not the tenants' keys).",
+    )
+
+
 class Logging(Strict):
     """Log lines on standard error."""
 
@@ -234,15 +292,85 @@ class Drain(Strict):
     )
 
 
+class Mlflow(Strict):
+    """An MLflow tracking server whose model registry supplies versions (docs/registry.md)."""
+
+    tracking_uri: str | None = Field(
+        None,
+        description="Base URL of the tracking server, e.g. `http://mlflow:5000`; "
+        "`MLFLOW_TRACKING_URI` is used when this is unset.",
+    )
+    token_env: str | None = Field(
+        None, description="Environment variable holding a bearer token for the server."
+    )
+    allowed_upstreams: tuple[str, ...] = Field(
+        min_length=1,
+        strict=False,
+        description="Where registry versions may be served: host names (`models.svc`, "
+        "`*.models.svc` for subdomains) or URL prefixes (`http://10.0.0.5:8000/`). Versions "
+        "outside are refused: whoever can write registry tags could otherwise point traffic "
+        "anywhere.",
+    )
+    poll_s: float = Field(10.0, ge=0.1, le=3600, description="How often the registry is read.")
+    timeout_s: float = Field(5.0, gt=0, le=120, description="Bound on each registry call.")
+    backoff_max_s: float = Field(
+        60.0, ge=0.1, le=3600, description="Longest wait between retries while it fails."
+    )
+    cache_path: str | None = Field(
+        None,
+        description="File keeping the last good registry view; read at start when the "
+        "registry cannot be reached.",
+    )
+    max_versions: int = Field(
+        1000, ge=1, le=100_000, description="Newest versions read per registered model."
+    )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _uri(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value, "tracking_uri")
+
+    @field_validator("token_env")
+    @classmethod
+    def _env(cls, value: str | None) -> str | None:
+        return check_env_name(value, "token_env")
+
+    @field_validator("allowed_upstreams")
+    @classmethod
+    def _allowed(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if "://" in entry:
+                check_http_url(entry, "allowed_upstreams entry")
+            elif not HOST_RE.match(entry):
+                raise ValueError(f"allowed_upstreams: {entry!r} is neither a host nor a URL")
+        return value
+
+    def uri(self, environ: Mapping[str, str]) -> str | None:
+        """The tracking server: `tracking_uri`, else `MLFLOW_TRACKING_URI`."""
+        uri = self.tracking_uri or environ.get(MLFLOW_URI_ENV)
+        return uri.rstrip("/") if uri else None
+
+
+class Registry(Strict):
+    """Model registries versions are read from."""
+
+    mlflow: Mlflow = Field(description="The MLflow model registry.")
+
+
 class GatewayConfig(Strict):
     """A whole gateway config file."""
 
     listen: Listen = Field(Listen(), description="The client listener.")
     store: Store = Field(Store(), description="Live metrics and shared state.")
+    responses: Responses = Field(Responses(), description="Response id → version memory.")
     limits: Limits = Field(Limits(), description="Per-request bounds.")
     admin: Admin = Field(Admin(), description="The admin API.")
     auth: Auth | None = Field(None, description="Client keys (none: an open gateway).")
     drain: Drain = Field(Drain(), description="Graceful shutdown.")
+    metrics: MetricsAccess = Field(MetricsAccess(), description="Access to `/metrics`.")
     logging: Logging = Field(Logging(), description="Logs.")
     defaults: Defaults = Field(Defaults(), description="Route settings every model inherits.")
+    registry: Registry | None = Field(
+        None, description="A model registry supplying versions (none: versions come from here)."
+    )
     models: dict[str, Model] = Field(min_length=1, description="Public model name → model.")

@@ -200,12 +200,10 @@ class CanaryController:
             if rec.action == "restart":
                 value["rollout"] = int(value.get("rollout", 1)) + 1
             value.update(canary=state.to_dict(), canary_id=canary_id(canary))
-            if rec.action == "promote":
-                meta = provenance("canary", rec.time, None, yaml)
-                value = set_alias(value, alias, canary.candidate, meta)
-            elif rec.action == "revert":
-                meta = provenance("revert", rec.time, None, yaml)
-                value = set_alias(value, alias, canary.baseline, meta)
+            target = {"promote": canary.candidate, "revert": canary.baseline}.get(rec.action)
+            if target is not None:  # the promote alias follows a promotion and its revert
+                source = "canary" if rec.action == "promote" else "revert"
+                value = set_alias(value, alias, target, provenance(source, rec.time, None, yaml))
             return value
 
         try:
@@ -336,7 +334,7 @@ class CanaryController:
             "step": state.step if state else 0,
             "steps": [s.weight for s in canary.steps],
             "weight": judge.current_weight(settings, state) if state else settings.weight(0),
-            "applied_weight": self._applied(name, canary.candidate),
+            "applied_weight": self._applied(name, canary.arms()[1]),
             "generation": generation,
             "canary_generation": state.generation if state else 0,
             "leader": name in self.leading,

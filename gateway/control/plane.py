@@ -2,8 +2,9 @@
 
 Every replica runs `ControlPlane.run()`: every `poll_s` (≤ 0.5 s) it reads each configured
 model's control value and, when a generation changed, builds a new `Runtime` from the running
-file config with all overrides layered over it (`Runtime.build` → `overrides.layered`) and swaps
-it in. Requests in flight keep the runtime they started with, so a stream finishes on its version.
+file config and registry view with all overrides layered over it (`Runtime.rebuilt` →
+`overrides.layered`) and swaps it in. Requests in flight keep the runtime they started with, so a
+stream finishes on its version.
 
 Each poll also reads the store's epoch. When it changed, or a model value this replica applied is
 gone, the shared state was lost: the replica writes back what it remembers (`recovery.restored`:
@@ -159,8 +160,7 @@ class ControlPlane:
         return done
 
     def _apply(self, overrides: Mapping[str, Value]) -> None:
-        current = self.current.runtime
-        runtime = Runtime.build(current.config, current.metrics, self._environ, overrides)
+        runtime = self.current.runtime.rebuilt(self._environ, overrides=overrides)
         self.current.swap(runtime)
         self._on_apply(runtime)
 

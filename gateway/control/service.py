@@ -13,6 +13,8 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
+from gateway.canary.judge import incident
+from gateway.canary.state import ArmCounts
 from gateway.config.canary import canary_settings
 from gateway.control.controller import CanaryController
 from gateway.control.evidence import SnapshotEvidence
@@ -49,12 +51,15 @@ class Control:
         self._metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
         self._streaks: dict[str, int] = {}  # model → candidate failures in a row, this replica
+        self._beside: dict[str, tuple[int, int]] = {}  # baseline (requests, failures) in that run
         self._guarding: set[str] = set()
 
     def observe(self, ex: Exchange) -> None:
-        """The request path's O(1) hook: count the candidate's failures in a row on its evidence
-        (the first attempt of requests the split assigned to it; retries onto it never count)
-        and, at the guardrail, start one rollback by CAS (the local fast path)."""
+        """The request path's O(1) hook, on canary evidence only (the first attempt of a request,
+        on the version the split assigned; retries never count): count the candidate's failures
+        in a row, and the baseline's requests and failures since that run began; at the
+        guardrail, unless the baseline fails too (an incident: the leader's bucket judgement
+        pauses instead), start one rollback by CAS (the local fast path)."""
         if ex.routing_reason != "canary" or ex.model is None or not ex.attempts:
             return
         canary = self.plane.current.runtime.config.models[ex.model].routing.canary
@@ -63,13 +68,22 @@ class Control:
         for attempt in ex.attempts:
             role = "evidence" if attempt is first and first.version == ex.assigned else "retry"
             counter.labels(ex.model, attempt.version, role).inc()
-        if canary is None or ex.assigned != canary.candidate or first.version != ex.assigned:
+        if canary is None or first.version != ex.assigned:
             return
-        failed = first.outcome in VERSION_FAILURES
-        streak = self._streaks.get(ex.model, 0) + 1 if failed else 0
-        self._streaks[ex.model] = streak
+        streak = self._streaks.get(ex.model, 0)
+        seen, failed = self._beside.get(ex.model, (0, 0))
+        bad = first.outcome in VERSION_FAILURES
+        if first.version == canary.candidate:
+            seen, failed = (0, 0) if streak == 0 or not bad else (seen, failed)
+            streak = streak + 1 if bad else 0
+        elif first.version == canary.baseline:
+            seen, failed = seen + 1, failed + bad
+        self._streaks[ex.model], self._beside[ex.model] = streak, (seen, failed)
         limit = canary.guardrails.consecutive_failures
         if streak >= limit and ex.model not in self._guarding:
+            run, beside = ArmCounts(streak, streak), ArmCounts(seen, failed)
+            if incident(canary_settings(canary), run, beside, ArmCounts()):
+                return
             self._guarding.add(ex.model)
             task = asyncio.get_running_loop().create_task(self._guard(ex.model, streak))
             self._tasks.append(task)

@@ -20,6 +20,8 @@ model's keys in one Cluster slot, beside its metric buckets)::
                                  every replica remembers it, so its absence or change later means
                                  the shared state was lost (a Redis restart without persistence,
                                  a flush, a failover to an empty replica)
+    <prefix>:{admin}:session:<d> string "1" with the session's expiry (PX): a status-page session,
+                                 keyed by the SHA-256 `d` of its id (never the id itself)
 
 Every call is bounded by the store's short timeout and raises only `StoreError` subclasses
 (`StoreTimeout`, `StoreUnavailable`); callers decide what a failure means (requests never wait on
@@ -91,7 +93,22 @@ class ControlStore(Protocol):
         unknown (the memory backend, or CONFIG disabled)."""
         ...
 
+    async def put_session(self, digest: str, ttl_s: float) -> None:
+        """Remember the admin session with this id digest for `ttl_s` seconds."""
+        ...
+
+    async def has_session(self, digest: str) -> bool:
+        """Is the session live (stored, not expired, not revoked)?"""
+        ...
+
+    async def drop_session(self, digest: str) -> None:
+        """Revoke the session (logout); unknown digests are ignored."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+MAX_MEMORY_SESSIONS = 1000  # the memory store keeps at most this many; the oldest go first
 
 
 def stamped(value: Value, generation: int) -> Value:
@@ -108,6 +125,7 @@ class MemoryControl:
         self._history: dict[str, list[str]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
         self._epoch: str | None = None
+        self._sessions: dict[str, float] = {}  # digest → expiry, oldest first
         self._clock = clock
 
     async def get(self, model: str) -> tuple[int, Value | None]:
@@ -153,6 +171,20 @@ class MemoryControl:
         self._history.clear()
         self._leases.clear()
         self._epoch = None
+
+    async def put_session(self, digest: str, ttl_s: float) -> None:
+        now = self._clock()
+        for old in [d for d, until in self._sessions.items() if until <= now]:
+            del self._sessions[old]
+        while len(self._sessions) >= MAX_MEMORY_SESSIONS:
+            del self._sessions[next(iter(self._sessions))]
+        self._sessions[digest] = now + ttl_s
+
+    async def has_session(self, digest: str) -> bool:
+        return self._sessions.get(digest, -1.0) > self._clock()
+
+    async def drop_session(self, digest: str) -> None:
+        self._sessions.pop(digest, None)
 
     async def aclose(self) -> None:
         return None
@@ -221,6 +253,19 @@ class RedisControl:
         except StoreError:  # CONFIG renamed or disabled (managed Redis): unknown
             return None
         return out
+
+    def _session(self, digest: str) -> str:
+        return f"{self._prefix}:{{admin}}:session:{digest}"
+
+    async def put_session(self, digest: str, ttl_s: float) -> None:
+        ms = max(int(ttl_s * 1000), 1)
+        await self._bounded(self._client.set(self._session(digest), "1", px=ms))
+
+    async def has_session(self, digest: str) -> bool:
+        return bool(await self._bounded(self._client.exists(self._session(digest))))
+
+    async def drop_session(self, digest: str) -> None:
+        await self._bounded(self._client.delete(self._session(digest)))
 
     async def aclose(self) -> None:
         await close(self._client, self._timeout_s)

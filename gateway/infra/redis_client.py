@@ -6,7 +6,7 @@ short socket and connect timeouts, no redis-py retries (callers have their own b
 outer asyncio deadline, and only `StoreTimeout` / `StoreUnavailable` ever leaving this module.
 The connection pool blocks: a call that finds every connection busy waits for one (within the
 same deadline) instead of failing at once — a burst of more concurrent calls than connections is
-not an outage.
+not an outage. `warm` opens a client's connections and loads its scripts ahead of the first call.
 """
 
 from __future__ import annotations
@@ -81,6 +81,14 @@ def script(client: Any, source: str, timeout_s: float) -> Script:
         return await bounded(registered(keys=list(keys), args=list(args)), timeout_s)
 
     return call
+
+
+async def warm(client: Any, connections: int, scripts: Sequence[str], timeout_s: float) -> None:
+    """Open `connections` pooled connections now (as many PINGs at once, each holding one) and
+    load `scripts`, so that the first burst pays neither inside its own short budget."""
+    await bounded(asyncio.gather(*(client.ping() for _ in range(connections))), timeout_s)
+    for source in scripts:
+        await bounded(client.script_load(source), timeout_s)
 
 
 async def close(client: Any, timeout_s: float) -> None:

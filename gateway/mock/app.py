@@ -17,10 +17,11 @@ from typing import Any
 import orjson
 import uvicorn
 
+from gateway.mock import surface
 from gateway.mock.knobs import NO_FAULT, Fault, MockSettings, parse_fault, validate_config
+from gateway.mock.responses import ResponseStore, stream_events
 from gateway.mock.stats import MockStats
 from gateway.mock.wire import (
-    DONE,
     JSON_TYPE,
     SSE_HEADERS,
     Wire,
@@ -37,7 +38,24 @@ Send = Callable[[Message], Awaitable[None]]
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
-MODEL_PATHS = frozenset((CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH))
+RESPONSES_PATH = "/v1/responses"
+RESPONSE_PREFIX = "/v1/responses/"
+TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
+WIRE_PATHS = frozenset((CHAT_PATH, COMPLETIONS_PATH))
+STREAMING_PATHS = frozenset((CHAT_PATH, COMPLETIONS_PATH, RESPONSES_PATH))
+MODEL_PATHS = frozenset(
+    (
+        CHAT_PATH,
+        COMPLETIONS_PATH,
+        EMBEDDINGS_PATH,
+        RESPONSES_PATH,
+        "/v1/images/generations",
+        "/v1/audio/speech",
+        TRANSCRIPTIONS_PATH,
+        "/v1/moderations",
+        "/v1/rerank",
+    )
+)
 CONTROL_PATHS = frozenset(("/v1/models", "/mock/stats", "/mock/reset", "/mock/config"))
 FAULT_HEADER = b"x-mock-fault"
 
@@ -122,6 +140,7 @@ class MockUpstream:
         self.stats = MockStats()
         self._rng = random.Random(settings.seed)
         self._wire = Wire()
+        self.responses = ResponseStore(settings.model)
         card = {"id": settings.model, "object": "model", "created": self._wire.created}
         self._models = orjson.dumps({"object": "list", "data": [{**card, "owned_by": "mock"}]})
 
@@ -138,6 +157,8 @@ class MockUpstream:
             path: str = scope["path"]
             if path in MODEL_PATHS and scope["method"] == "POST":
                 await self._model_request(scope, _Conn(receive, send), path)
+            elif path.startswith(RESPONSE_PREFIX):
+                await self._response_call(scope, receive, send, path)
             else:
                 await self._control(scope, receive, send, path)
         elif scope["type"] == "lifespan":
@@ -185,14 +206,16 @@ class MockUpstream:
             return
         unlucky = self._rng.random() < self.settings.error_rate  # one draw per request, always
         try:
-            request = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            await self._error(conn, 400, f"invalid JSON body: {exc}", "invalid_json")
-            return
-        if not isinstance(request, dict):
-            await self._error(conn, 400, "request body must be a JSON object", "invalid_json")
+            request = self._request(scope, path, body)
+        except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
+            await self._error(conn, 400, f"invalid request body: {exc}", "invalid_json")
             return
         self.stats.last_body = request
+        previous = request.get("previous_response_id") if path == RESPONSES_PATH else None
+        if previous is not None and self.responses.get(previous) is None:
+            message = f"Previous response with id '{previous}' not found."
+            await self._error(conn, 404, message, "previous_response_not_found")
+            return
         model = request.get("model")
         model = model if isinstance(model, str) else self.settings.model
         self.stats.models_seen[model] = self.stats.models_seen.get(model, 0) + 1
@@ -206,6 +229,52 @@ class MockUpstream:
                     return
         await self._respond(conn, path, request, fault, unlucky, orjson.dumps(model), len(body))
 
+    def _request(self, scope: Scope, path: str, body: bytes) -> dict[str, Any]:
+        """The request's fields: its JSON object, or its multipart form (transcriptions)."""
+        if path == TRANSCRIPTIONS_PATH:
+            content_type = dict(scope["headers"]).get(b"content-type", b"")
+            fields = surface.form_fields(body, content_type)
+            self.stats.last_upload = fields
+            return {"model": fields.get("model", b"").decode()}
+        request = orjson.loads(body)
+        if not isinstance(request, dict):
+            raise ValueError("request body must be a JSON object")
+        return request
+
+    async def _response_call(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """GET/DELETE `/v1/responses/{id}`, POST `.../cancel`, GET `.../input_items`."""
+        rid, _, suffix = path[len(RESPONSE_PREFIX) :].partition("/")
+        route = (scope["method"], suffix)
+        key = "/v1/responses/{id}" + (f"/{suffix}" if suffix else "")
+        self.stats.requests += 1
+        self.stats.by_path[key] = self.stats.by_path.get(key, 0) + 1
+        self.stats.raw_headers = scope["headers"]
+        await _read_body(receive)
+        found = self.responses.get(rid)
+        status, body = 200, b""
+        if route not in (("GET", ""), ("DELETE", ""), ("POST", "cancel"), ("GET", "input_items")):
+            status, body = 405, error_body(405, f"no route for {route[0]} {path}", "mock_no_route")
+        elif found is None:
+            status = 404
+            body = error_body(404, f"Response with id '{rid}' not found.", "response_not_found")
+        elif route == ("DELETE", ""):
+            self.responses.delete(rid)
+            body = orjson.dumps({"id": rid, "object": "response", "deleted": True})
+        elif route == ("POST", "cancel"):
+            found["status"] = "cancelled"
+            body = orjson.dumps(found)
+        elif suffix == "input_items":
+            body = orjson.dumps(self.responses.input_items(rid))
+        elif b"stream=true" in scope.get("query_string", b""):
+            events = stream_events(found, len(found["output"][0]["content"][0]["text"].split()))
+            await _send_all(send, 200, SSE_HEADERS, b"".join(events))
+            self._sent(200)
+            return
+        else:
+            body = orjson.dumps(found)
+        await _send_all(send, status, json_headers(body), body)
+        self._sent(status)
+
     async def _respond(
         self,
         conn: _Conn,
@@ -216,7 +285,7 @@ class MockUpstream:
         model: bytes,
         size: int,
     ) -> None:
-        stream = path != EMBEDDINGS_PATH and request.get("stream") is True
+        stream = path in STREAMING_PATHS and request.get("stream") is True
         if fault.stall:
             await conn.until_disconnect()
             self._disconnected()
@@ -235,28 +304,46 @@ class MockUpstream:
             await _send_all(conn.send, 200, SSE_HEADERS, b"")
             self._sent(200)
         elif stream:
-            await self._stream(conn, path == CHAT_PATH, model, request, fault, size)
+            await self._stream(conn, path, model, request, fault, size)
         else:
-            await self._reply(conn, self._answer(path, request, fault, model, size), fault)
+            await self._reply(conn, *self._answer(path, request, fault, model, size), fault)
 
     def _answer(
         self, path: str, request: dict[str, Any], fault: Fault, model: bytes, size: int
-    ) -> bytes:
+    ) -> tuple[bytes, tuple[bytes, bytes]]:
+        """The non-streamed answer and its content type."""
         prompt = max(1, size // 4)  # rough token estimate: four body bytes per token
+        n = self.settings.chunks if fault.chunks is None else fault.chunks
+        if path in WIRE_PATHS:  # chat and text completions: the pre-encoded fast path
+            return self._wire.answer(path == CHAT_PATH, n, model, usage(prompt, n)), JSON_TYPE
         if path == EMBEDDINGS_PATH:
             b64 = request.get("encoding_format") == "base64"
-            return self._wire.embeddings(model, _input_count(request.get("input")), b64, prompt)
-        n = self.settings.chunks if fault.chunks is None else fault.chunks
-        return self._wire.answer(path == CHAT_PATH, n, model, usage(prompt, n))
+            count = _input_count(request.get("input"))
+            return self._wire.embeddings(model, count, b64, prompt), JSON_TYPE
+        name: str = orjson.loads(model)
+        if path == RESPONSES_PATH:
+            return orjson.dumps(self.responses.create(request, name, n, prompt)), JSON_TYPE
+        if path == "/v1/audio/speech":
+            return surface.speech(request, name), surface.SPEECH_TYPE
+        if path == TRANSCRIPTIONS_PATH:
+            return surface.transcription(self.stats.last_upload), JSON_TYPE
+        if path == "/v1/moderations":
+            return surface.moderation(request, name), JSON_TYPE
+        if path == "/v1/rerank":
+            return surface.rerank(request, name), JSON_TYPE
+        return surface.image(request), JSON_TYPE  # /v1/images/generations
 
-    async def _reply(self, conn: _Conn, body: bytes, fault: Fault) -> None:
+    async def _reply(
+        self, conn: _Conn, body: bytes, content_type: tuple[bytes, bytes], fault: Fault
+    ) -> None:
         if fault.stall_after is None and fault.cut is None:
-            await _send_all(conn.send, 200, json_headers(body), body)
+            headers = [content_type, (b"content-length", b"%d" % len(body))]
+            await _send_all(conn.send, 200, headers, body)
             self._sent(200)
             return
         cut = fault.cut is not None
         limit = fault.cut if fault.cut is not None else fault.stall_after
-        await conn.send({"type": "http.response.start", "status": 200, "headers": [JSON_TYPE]})
+        await conn.send({"type": "http.response.start", "status": 200, "headers": [content_type]})
         await conn.send({"type": "http.response.body", "body": body[:limit], "more_body": not cut})
         if cut:
             self._sent(200)
@@ -267,7 +354,7 @@ class MockUpstream:
     async def _stream(
         self,
         conn: _Conn,
-        chat: bool,
+        path: str,
         model: bytes,
         request: dict[str, Any],
         fault: Fault,
@@ -280,8 +367,12 @@ class MockUpstream:
         ttft = ttft if fault.ttft_ms is None else fault.ttft_ms
         options = request.get("stream_options")
         wants_usage = isinstance(options, dict) and options.get("include_usage") is True
-        use = usage(max(1, size // 4), n) if wants_usage else None
-        events = self._wire.events(chat, n, model, use)
+        if path == RESPONSES_PATH:
+            response = self.responses.create(request, orjson.loads(model), n, max(1, size // 4))
+            events = stream_events(response, n)
+        else:
+            use = usage(max(1, size // 4), n) if wants_usage else None
+            events = self._wire.events(path == CHAT_PATH, n, model, use)
         limit = fault.cut if fault.cut is not None else fault.stall_after
         body = events[:-1] if limit is None else events[: min(limit, len(events) - 1)]
         await conn.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
@@ -294,7 +385,8 @@ class MockUpstream:
             await conn.until_disconnect()
             self._disconnected()
             return
-        await conn.send({"type": "http.response.body", "body": DONE if limit is None else b""})
+        last = events[-1] if limit is None else b""  # the terminal event, unless cut
+        await conn.send({"type": "http.response.body", "body": last})
         self._sent(200)
 
     async def _error(self, conn: _Conn, status: int, message: str, code: str) -> None:

@@ -17,7 +17,7 @@ class MockStats:
 
     def reset(self) -> None:
         """Zero everything except the ``inflight`` gauge (requests may be running)."""
-        self.requests = 0  # POSTs to the three model endpoints
+        self.requests = 0  # calls to the model endpoints (and on response ids)
         self.by_path: dict[str, int] = {}
         self.max_inflight = self.inflight
         self.completed = 0  # responses fully sent
@@ -27,6 +27,7 @@ class MockStats:
         self.raw_headers: list[tuple[bytes, bytes]] = []  # of the last model request
         self.last_body: Any = None  # parsed JSON of the last model request
         self.models_seen: dict[str, int] = {}
+        self.last_upload: dict[str, bytes] = {}  # multipart fields of the last upload
 
     @property
     def last_headers(self) -> dict[str, str]:
@@ -47,4 +48,5 @@ class MockStats:
             "last_headers": self.last_headers,
             "last_body": self.last_body,
             "models_seen": dict(self.models_seen),
+            "last_upload": {k: len(v) for k, v in self.last_upload.items()},  # field sizes
         }

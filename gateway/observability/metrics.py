@@ -35,6 +35,8 @@ from gateway.observability.canary import CanaryMetrics
 from gateway.observability.exposition import Exposition
 from gateway.observability.gauges import LiveGauges
 from gateway.observability.logs import event
+from gateway.observability.registry import RegistryMetrics
+from gateway.ratelimit.fallback import REASONS as RATELIMIT_FALLBACK_REASONS
 from gateway.routing.table import Registry
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -88,6 +90,7 @@ class Metrics:
             (*mv, "outcome"),
         )
         self._resilience(x)
+        self._security(x)
         self.config_info = x.gauge(
             "gateway_config_info", "The config revision in use (value 1)", ("revision",)
         )
@@ -95,6 +98,7 @@ class Metrics:
             "gateway_config_reloads_total", "Config reload attempts by result", ("result",)
         )
         self.canary = CanaryMetrics(x)
+        self.registry = RegistryMetrics(x)
         self._known: frozenset[tuple[str, str]] = frozenset()
         self._children: dict[tuple[str, str, str], Callable[[Exchange], None]] = {}
 
@@ -122,6 +126,36 @@ class Metrics:
             "Requests refused by the gateway itself, by reason",
             ("reason",),
         )
+
+    def _security(self, x: Exposition) -> None:
+        self.ratelimit_fallbacks = x.counter(
+            "gateway_ratelimit_fallback_total",
+            "Limited requests judged by the local fallback limiter instead of Redis, by reason",
+            ("reason",),
+        )
+        for reason in RATELIMIT_FALLBACK_REASONS:
+            self.ratelimit_fallbacks.labels(reason)
+        self.ratelimit_breaker = x.gauge(
+            "gateway_ratelimit_breaker_open",
+            "1 while the shared rate limiter's Redis breaker is open (limits judged locally)",
+        ).labels()
+
+        self.admin_auth_failures = x.counter(
+            "gateway_admin_auth_failures_total",
+            "Admin authentications refused: a wrong token (rejected) or a throttled address",
+            ("result",),
+        )
+        for result in ("rejected", "throttled"):
+            self.admin_auth_failures.labels(result)
+
+    def admin_auth_failed(self, result: str) -> None:
+        self.admin_auth_failures.labels(result).inc()
+
+    def ratelimit_fallback(self, reason: str) -> None:
+        self.ratelimit_fallbacks.labels(reason).inc()
+
+    def ratelimit_breaker_open(self, is_open: bool) -> None:
+        self.ratelimit_breaker.set(1 if is_open else 0)
 
     def use_registry(self, registry: Registry, revision: str) -> None:
         """Adopt a (new) config: the label values it allows, its weights and revision."""

@@ -28,7 +28,7 @@ from gateway.errors import (
 )
 from gateway.exchange import SUCCESS, VERSION_FAILURES, Exchange
 from gateway.observability.metrics import Metrics
-from gateway.proxy.forward import Forwarder, Hold
+from gateway.proxy.forward import Forwarder, Hold, Outgoing
 from gateway.resilience.budget import RetryBudget
 from gateway.resilience.health import HealthTable
 from gateway.routing.table import ModelEntry, VersionEntry
@@ -73,7 +73,7 @@ class PlanRunner:
         model: ModelEntry,
         order: Sequence[str],
         pinned: bool,
-        payload: dict[str, Any],
+        payload: dict[str, Any] | Outgoing,
         headers: Sequence[tuple[bytes, bytes]],
         send: Send,
         limits: Limits,
@@ -82,7 +82,8 @@ class PlanRunner:
         (every await on the request path resumes through each frame above it)."""
         budget = self.budgets.get(model.name) or self.budgets.setdefault(model.name, RetryBudget())
         retry = model.retry
-        allowed = 1 if pinned else retry.attempts
+        replayable = isinstance(payload, dict) or payload.replayable
+        allowed = 1 if pinned or not replayable else retry.attempts
         last: GatewayError | None = None
         tried = 0
         budget.requests += 1

@@ -1,4 +1,7 @@
-"""The OpenAI-compatible data plane: POST /v1/chat/completions, /v1/completions, /v1/embeddings.
+"""The OpenAI-compatible data plane: the model endpoints (`POST /v1/chat/completions`,
+`/v1/completions`, `/v1/embeddings`, `/v1/responses`, `/v1/images/generations`,
+`/v1/audio/speech`, `/v1/audio/transcriptions`, `/v1/moderations`, `/v1/rerank`) and the calls on
+a response id (`/v1/responses/{id}[/cancel|/input_items]`, see `proxy/responses.py`).
 
 A pure ASGI endpoint (no framework on the hot path). Per request: admit (global in-flight cap) →
 read the body once under the size limit → parse → resolve model/alias/pin → decide (the policy's
@@ -23,25 +26,37 @@ from gateway.errors import (
     BadRequest,
     ClientDisconnected,
     GatewayError,
+    MethodNotAllowed,
+    NotFound,
     PayloadTooLarge,
+    StoreError,
     Unavailable,
 )
 from gateway.exchange import CLIENT_CANCEL, Exchange
 from gateway.infra.tasks import CurrentTask
+from gateway.livestats.responses import Owner, ResponseIndex
 from gateway.observability.logs import AccessLog
 from gateway.proxy.attempts import PlanRunner, attempt_order
 from gateway.proxy.edge import DISCONNECT
+from gateway.proxy.forward import Outgoing
+from gateway.proxy.multipart import Upload, read_upload
+from gateway.proxy.responses import ROUTES, ById, Capture, Forget, split_path
 from gateway.proxy.shadow import Shadow
 from gateway.proxy.sse import sse_error
 from gateway.ratelimit import Limiter
 from gateway.ratelimit.gcra import Ticket
 from gateway.resilience.health import HealthTable
 from gateway.routing import RequestContext
-from gateway.routing.table import Target
+from gateway.routing.table import PROXY_PATHS, RESPONSES_PATH, Target
 from gateway.runtime.current import Current
 from gateway.runtime.snapshot import Runtime
 
 REQUEST_ID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+MODEL_ROUTES = frozenset(f"/v1{p}" for p in PROXY_PATHS)
+UPLOAD_ROUTES = frozenset(("/v1/audio/transcriptions",))  # multipart, streamed through
+Admitted = tuple[
+    Target, tuple[str, ...], dict[str, Any] | Outgoing, Ticket | None, Callable[[Send], Send] | None
+]
 
 
 class ClientLink:
@@ -89,6 +104,7 @@ class ProxyEndpoint:
         rng: Random,
         record: Callable[[Exchange], None] = lambda ex: None,
         shadow: Shadow | None = None,
+        index: ResponseIndex | None = None,
     ) -> None:
         self._current = current
         self._runner = runner
@@ -98,6 +114,7 @@ class ProxyEndpoint:
         self._rng = rng
         self._record = record  # the live store's and the canary's recorders: synchronous, O(1)
         self._shadow = shadow  # copies to `routing.shadow` (synchronous, O(1); runs apart)
+        self._index = index  # response id -> the version that created it
         self._current_task = CurrentTask()
         self.inflight = 0  # client requests in progress
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -122,21 +139,24 @@ class ProxyEndpoint:
         ticket: Ticket | None = None
         hooks: set[Callable[[], None]] | None = None
         watcher: asyncio.Task[None] | None = None
+        payload: dict[str, Any] | Outgoing | None = None
         try:
             if self.inflight > rt.limits.max_inflight:
                 raise Unavailable(
                     "gateway overloaded: too many requests in flight", code="overloaded"
                 )
-            target, order, payload, ticket = await self._admit(rt, scope, receive, headers, ex)
+            admit = self._admit if ex.path in MODEL_ROUTES else self._admit_by_id
+            target, order, payload, ticket, wrap = await admit(rt, scope, receive, headers, ex)
             link.stream = ex.stream
             hooks = scope.get(DISCONNECT)
             if hooks is not None:
                 hooks.add(link.lost)
-            else:
+            elif type(payload) is not Upload:  # an upload still reads `receive` itself
                 watcher = asyncio.get_running_loop().create_task(link.watch(receive))
             pinned = target.pinned is not None
+            send_ = link.send if wrap is None else wrap(link.send)
             await self._runner.run(
-                ex, target.model, order, pinned, payload, scope["headers"], link.send, rt.limits
+                ex, target.model, order, pinned, payload, scope["headers"], send_, rt.limits
             )
         except asyncio.CancelledError:
             if not (link.gone or self.shutting_down):
@@ -144,7 +164,9 @@ class ProxyEndpoint:
             task.uncancel()
             await _cancelled(link, ex, rt)
         except GatewayError as err:
-            await _fail(link, err, ex, rt)
+            # an upload whose client side broke is the client's failure, not the upstream's
+            broken = payload.failure if type(payload) is Upload else None
+            await _fail(link, broken or err, ex, rt)
         finally:
             if hooks is not None:
                 hooks.discard(link.lost)
@@ -166,28 +188,137 @@ class ProxyEndpoint:
         receive: Receive,
         headers: dict[bytes, bytes],
         ex: Exchange,
-    ) -> tuple[Target, tuple[str, ...], dict[str, Any], Ticket | None]:
+    ) -> Admitted:
         """Authenticate, read and parse, resolve, decide, take the rate-limit ticket: what
         the attempts then do (returned, not awaited from here, to keep the await chain short)."""
         client = rt.keys.authenticate(headers.get(b"authorization"))
         ex.client = client.id
-        body = await _read_body(receive, headers.get(b"content-length"), rt.limits.max_body_bytes)
-        payload = _parse(body)
+        path = ex.path
+        payload: dict[str, Any] | Upload
+        if path in UPLOAD_ROUTES:
+            payload = await read_upload(
+                receive,
+                headers.get(b"content-type", b""),
+                headers.get(b"content-length"),
+                rt.limits.max_body_bytes,
+            )
+            requested, size = payload.model, payload.size
+        else:
+            body = await _read_body(
+                receive, headers.get(b"content-length"), rt.limits.max_body_bytes
+            )
+            payload = _parse(body)
+            requested, size = payload["model"], len(body)
         pin = headers.get(b"x-gateway-version")
-        requested: str = payload["model"]
         header_pin = pin.decode("latin-1") if pin is not None else None
         target = rt.registry.resolve(requested, header_pin, client.may_use)
         client.check(target.model.name, pin is not None or "@" in requested)
         ex.model = target.model.name
-        ex.stream = payload.get("stream") is True
-        order = self._decide(target, headers, payload, ex)
+        wrap = None
+        if path == RESPONSES_PATH and type(payload) is dict:
+            target = await self._follow_up(target, payload)
+            if self._index is not None and payload.get("store") is not False:
+                wrap = Capture.wrapper(ex, self._index, target.model.name)
+        _check_served(target, path)
+        fields = payload if type(payload) is dict else {}
+        ex.stream = fields.get("stream") is True
+        order = self._decide(target, headers, fields, ex)
+        if target.pinned is not None and fields.get("previous_response_id") is not None:
+            ex.routing_reason = "previous_response"
         limit = client.rate_limit
         ticket = None
         if limit.requests_per_minute is not None or limit.tokens_per_minute is not None:
-            ticket = await self._limiter.reserve(client.id, limit, payload, len(body))
-        if self._shadow is not None:  # only admitted requests are copied
-            self._shadow.maybe(rt, target.model.name, payload, scope["headers"], ex)
-        return target, order, payload, ticket
+            ticket = await self._limiter.reserve(client.id, limit, fields, size)
+        if self._shadow is not None and fields and ex.routing_reason != "previous_response":
+            self._shadow.maybe(rt, target.model.name, fields, scope["headers"], ex)
+        return target, order, payload, ticket, wrap
+
+    async def _follow_up(self, target: Target, payload: dict[str, Any]) -> Target:
+        """A `previous_response_id` pins the request to the version that created it."""
+        previous = payload.get("previous_response_id")
+        if previous is None:
+            return target
+        if not isinstance(previous, str) or not previous:
+            raise BadRequest("'previous_response_id' must be a non-empty string")
+        model_name, vid = await self._owner(previous)
+        model = target.model
+        if model_name != model.name:
+            raise BadRequest(
+                f"previous_response_id {previous!r} belongs to model {model_name!r}, "
+                f"not {model.name!r}"
+            )
+        if vid not in model.versions:
+            raise NotFound(
+                f"response {previous!r} was created by version {vid!r} of {model_name!r}, "
+                "which is no longer configured",
+                code="response_version_gone",
+            )
+        if target.pinned is not None and target.pinned.id != vid:
+            raise BadRequest(
+                f"conflicting pins: previous_response_id {previous!r} was created by version "
+                f"{vid!r}, the request pins {target.pinned.id!r}"
+            )
+        return Target(model, model.versions[vid])
+
+    async def _owner(self, rid: str) -> Owner:
+        """The (model, version) that created response `rid`; 404 if unknown, 503 if the shared
+        store cannot say."""
+        owner = None
+        if self._index is not None:
+            try:
+                owner = await self._index.lookup(rid)
+            except StoreError:
+                raise Unavailable(
+                    "cannot look up the response id now (shared store unavailable)",
+                    code="response_store_unavailable",
+                ) from None
+        if owner is None:
+            raise NotFound(f"no response with id {rid!r}", code="response_not_found")
+        return owner
+
+    async def _admit_by_id(
+        self,
+        rt: Runtime,
+        scope: Scope,
+        receive: Receive,
+        headers: dict[bytes, bytes],
+        ex: Exchange,
+    ) -> Admitted:
+        """A call on a response id: routed to the version that created it, never elsewhere."""
+        client = rt.keys.authenticate(headers.get(b"authorization"))
+        ex.client = client.id
+        parsed = split_path(ex.path)
+        if parsed is None:
+            raise NotFound(f"no endpoint {ex.path}", code="unknown_url")
+        rid, suffix = parsed
+        method: str = scope["method"]
+        if method not in ROUTES[suffix]:
+            raise MethodNotAllowed(f"use {' or '.join(ROUTES[suffix])} here", ROUTES[suffix])
+        body = await _read_body(receive, headers.get(b"content-length"), rt.limits.max_body_bytes)
+        model_name, vid = await self._owner(rid)
+        model = rt.registry.models.get(model_name)
+        if model is None or not client.may_use(model_name):
+            raise NotFound(f"no response with id {rid!r}", code="response_not_found")
+        version = model.versions.get(vid)
+        if version is None:
+            raise NotFound(
+                f"response {rid!r} was created by version {vid!r} of {model_name!r}, which is "
+                "no longer configured",
+                code="response_version_gone",
+            )
+        ex.model, ex.routing_reason, ex.metered = model_name, "response_id", False
+        ex.stream = b"stream=true" in scope["query_string"]
+        target = Target(model, version)
+        _check_served(target, RESPONSES_PATH)
+        wrap = None
+        if method == "DELETE" and self._index is not None:
+            wrap = Forget.wrapper(self._index, rid)
+        limit = client.rate_limit
+        ticket = None
+        if limit.requests_per_minute is not None or limit.tokens_per_minute is not None:
+            ticket = await self._limiter.reserve(client.id, limit, {}, len(body))
+        outgoing = ById(method, rid, suffix, scope["query_string"], body)
+        return target, (vid,), outgoing, ticket, wrap
 
     def _decide(
         self, target: Target, headers: dict[bytes, bytes], payload: dict[str, Any], ex: Exchange
@@ -200,13 +331,27 @@ class ProxyEndpoint:
         plan = model.policy.plan(RequestContext(headers, payload, ex.client), self._rng)
         ex.routing_reason = plan.reason
         ex.assigned = plan.versions[0]
-        ordered = attempt_order(plan.versions[0], plan.versions, model.fallback)
+        ordered = model.serving(
+            ex.path, attempt_order(plan.versions[0], plan.versions, model.fallback)
+        )
         healthy = self._health.order(model.name, ordered, model.ejection)
         if healthy is None:
             raise Unavailable(
                 f"every version of {model.name!r} is failing", code="no_healthy_version"
             )
         return healthy
+
+
+def _check_served(target: Target, path: str) -> None:
+    """404 unless the pinned version (or, unpinned, some version) serves `path`."""
+    served = target.model.paths if target.pinned is None else target.pinned.urls
+    if path not in served:
+        who = target.model.name if target.pinned is None else f"{target.model.name}@"
+        who += target.pinned.id if target.pinned is not None else ""
+        raise NotFound(
+            f"{path} is not offered by {who!r} (its upstream.endpoints do not list it)",
+            code="endpoint_not_supported",
+        )
 
 
 async def _cancelled(link: ClientLink, ex: Exchange, rt: Runtime) -> None:

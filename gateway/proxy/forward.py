@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from time import perf_counter
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.types import Send
@@ -33,11 +33,23 @@ from gateway.exchange import (
 from gateway.proxy.deadline import Deadline, DeadlineWheel
 from gateway.proxy.headers import to_client, to_upstream
 from gateway.proxy.sse import SseRelay, observe_usage_json
-from gateway.proxy.upstream import Transport, UpstreamResponse
+from gateway.proxy.upstream import Body, Transport, UpstreamResponse
 from gateway.routing.table import VersionEntry
 
 Hold = Callable[[int, float | None], bool]
 USAGE_PARSE_LIMIT = 256 << 10
+
+
+class Outgoing(Protocol):
+    """A request relayed as it came rather than as a JSON body with `model` rewritten: a call
+    on a response id (`GET /v1/responses/{id}`) or a multipart upload streamed through."""
+
+    method: str
+    replayable: bool  # can a second attempt send it again (False once a stream is consumed)
+
+    def target(self, version: VersionEntry, path: str) -> tuple[str, Body | None, int | None]:
+        """The upstream URL, the body, and its length if known (else it is sent chunked)."""
+        ...
 
 
 class Forwarder:
@@ -56,7 +68,7 @@ class Forwarder:
         self,
         ex: Exchange,
         version: VersionEntry,
-        payload: dict[str, Any],
+        payload: dict[str, Any] | Outgoing,
         client_headers: Sequence[tuple[bytes, bytes]],
         send: Send,
         timeouts: Timeouts,
@@ -71,7 +83,6 @@ class Forwarder:
         ex.version = version.id
         attempt = Attempt(version.id, perf_counter(), ex.stream)
         ex.attempts.append(attempt)
-        payload["model"] = version.upstream_model
         headers = to_upstream(client_headers, version.api_key, ex.request_id)
         deadline = self.deadlines.start(timeouts.ttft_s, timeouts.idle_s, timeouts.total_s)
         resp: UpstreamResponse | None = None
@@ -79,9 +90,13 @@ class Forwarder:
         try:
             with deadline:
                 assert self.transport is not None, "the app's lifespan opens the transport"
-                resp = await self.transport.post(
-                    version.urls[ex.path], headers, orjson.dumps(payload), timeouts.connect_s
-                )
+                if type(payload) is dict:
+                    payload["model"] = version.upstream_model
+                    resp = await self.transport.post(
+                        version.urls[ex.path], headers, orjson.dumps(payload), timeouts.connect_s
+                    )
+                else:
+                    resp = await _outgoing(self.transport, payload, ex, version, headers, timeouts)
                 await _relay(ex, attempt, version, resp, send, deadline, limits, hold)
             finished = True
         except TimeoutError:
@@ -104,6 +119,20 @@ class Forwarder:
                 attempt.completion_tokens = ex.completion_tokens
             if resp is not None:
                 resp.release() if finished else resp.close()
+
+
+async def _outgoing(
+    transport: Transport,
+    outgoing: Any,
+    ex: Exchange,
+    version: VersionEntry,
+    headers: list[tuple[str, str]],
+    timeouts: Timeouts,
+) -> UpstreamResponse:
+    url, body, length = outgoing.target(version, ex.path)
+    if length is not None:
+        headers.append(("content-length", str(length)))
+    return await transport.request(outgoing.method, url, headers, body, timeouts.connect_s)
 
 
 async def _relay(
@@ -140,7 +169,7 @@ async def _relay(
         body = redact(body, version.api_key)
     ex.status = status
     ex.outcome = _outcome(status)
-    if status == 200 and not encoding and len(body) <= USAGE_PARSE_LIMIT:
+    if status == 200 and not encoding and len(body) <= USAGE_PARSE_LIMIT and ex.metered:
         observe_usage_json(body, ex)
     head.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": head})

@@ -2,9 +2,12 @@
 
 Bytes are forwarded as they arrive, never re-serialised. The relay only holds back an incomplete
 trailing event (so a cut can never leave the client with half an event glued to our error), checks
-for the terminal `data: [DONE]`, and reads `usage` in passing. A stream that ends without
-`[DONE]`, breaks, or stalls past the idle timeout ends with one SSE error event (which the `openai`
-SDK raises as an `APIError`) and never with a silent clean end.
+for the terminal event (`data: [DONE]`; for the Responses API's typed events `response.completed`,
+`response.failed`, `response.incomplete` or `error`; for audio streams their `.done` event), and
+reads `usage` in passing (`prompt_tokens`/`completion_tokens`, or the Responses API's
+`input_tokens`/`output_tokens`, also inside a `response.completed` event). A stream that ends
+without its terminal event, breaks, or stalls past the idle timeout ends with one SSE error event
+(which the `openai` SDK raises as an `APIError`) and never with a silent clean end.
 """
 
 from __future__ import annotations
@@ -20,6 +23,22 @@ from gateway.proxy.deadline import Deadline
 
 MAX_EVENT_BYTES = 1 << 20
 USAGE_MEMBER = b'"usage":'
+DONE = (b"[DONE]",)
+
+
+def _typed(*types: str) -> tuple[bytes, ...]:
+    """Markers of typed terminal events: the `event:` line, or the compact `type` member."""
+    return tuple(m for t in types for m in (b"event: " + t.encode(), b'"type":"%s"' % t.encode()))
+
+
+# gateway path -> what marks the end of its streams (default: `data: [DONE]`)
+TERMINAL = {
+    "/v1/responses": _typed(
+        "response.completed", "response.failed", "response.incomplete", "error"
+    ),
+    "/v1/audio/speech": _typed("speech.audio.done", "error"),
+    "/v1/audio/transcriptions": _typed("transcript.text.done", "error"),
+}
 
 
 def sse_error(message: str, type_: str, code: str) -> bytes:
@@ -40,7 +59,7 @@ def _event_end(data: bytes) -> int:
 class SseRelay:
     """Forwards one upstream SSE body; `run` returns when the stream is over, one way or another."""
 
-    __slots__ = ("_carry", "_clock", "_done", "_encoded", "_ex", "_send")
+    __slots__ = ("_carry", "_clock", "_done", "_encoded", "_ex", "_markers", "_send")
 
     def __init__(self, ex: Exchange, send: Send, clock: Callable[[], float], encoded: bool) -> None:
         self._ex = ex
@@ -49,6 +68,7 @@ class SseRelay:
         self._carry = b""
         self._done = encoded  # a compressed stream is relayed blind: no framing checks
         self._encoded = encoded
+        self._markers = TERMINAL.get(ex.path, DONE)
 
     async def forward(self, chunk: bytes) -> None:
         if self._encoded:
@@ -64,9 +84,10 @@ class SseRelay:
         if not end:
             return
         events = data[:end] if end < len(data) else data
-        if b"[DONE]" in events:
-            self._done = True
-        if b'"usage"' in events:
+        for marker in self._markers:
+            if marker in events:
+                self._done = True
+        if b'"usage"' in events and self._ex.metered:
             _observe_usage(events, self._ex)
         if self._ex.ttft is None:
             self._ex.ttft = self._clock() - self._ex.started
@@ -129,8 +150,12 @@ def observe_usage_json(body: bytes, ex: Exchange) -> None:
     try:
         usage = _last_member_usage(body)
         if usage is None:
-            usage = orjson.loads(body).get("usage")
-        ex.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        ex.completion_tokens = int(usage.get("completion_tokens") or 0)
+            obj = orjson.loads(body)
+            usage = obj.get("usage")
+            if usage is None and isinstance(obj.get("response"), dict):
+                usage = obj["response"].get("usage")  # a Responses event: response.completed
+        get = usage.get
+        ex.prompt_tokens = int(get("prompt_tokens") or get("input_tokens") or 0)
+        ex.completion_tokens = int(get("completion_tokens") or get("output_tokens") or 0)
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
         pass

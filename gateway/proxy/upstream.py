@@ -11,7 +11,7 @@ Bodies are relayed raw (no decompression); redirects are never followed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from types import TracebackType
 from typing import Protocol
 
@@ -20,6 +20,7 @@ import aiohttp
 from gateway.errors import UpstreamConnectError, UpstreamReset
 
 Headers = Sequence[tuple[str, str]]
+Body = bytes | AsyncIterable[bytes]  # whole, or streamed as it arrives from the client
 
 
 class UpstreamResponse(Protocol):
@@ -40,6 +41,12 @@ class Transport(Protocol):
     async def post(
         self, url: str, headers: Headers, body: bytes, connect_s: float
     ) -> UpstreamResponse: ...
+
+    async def request(
+        self, method: str, url: str, headers: Headers, body: Body | None, connect_s: float
+    ) -> UpstreamResponse:
+        """Any other call: another method, or a body streamed from the client."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -111,24 +118,53 @@ class AiohttpTransport:
     async def post(
         self, url: str, headers: Headers, body: bytes, connect_s: float
     ) -> UpstreamResponse:
+        """The data path's call (kept apart from `request`: one frame fewer per request)."""
+        try:
+            resp = await self._session.post(
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=self._timeout(connect_s),
+            )
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise _mapped(exc, connect_s) from None
+        return AiohttpResponse(resp)
+
+    async def request(
+        self, method: str, url: str, headers: Headers, body: Body | None, connect_s: float
+    ) -> UpstreamResponse:
+        try:
+            resp = await self._session.request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=self._timeout(connect_s),
+            )
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise _mapped(exc, connect_s) from None
+        return AiohttpResponse(resp)
+
+    def _timeout(self, connect_s: float) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(connect_s)
         if timeout is None:
             timeout = self._timeouts[connect_s] = aiohttp.ClientTimeout(sock_connect=connect_s)
-        try:
-            resp = await self._session.post(
-                url, data=body, headers=headers, allow_redirects=False, timeout=timeout
-            )
-        except aiohttp.ConnectionTimeoutError:
-            raise UpstreamConnectError(f"upstream connect timed out after {connect_s:g}s") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamConnectError(f"upstream unreachable: {_reason(exc)}") from None
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            raise UpstreamReset(f"upstream failed before answering: {_reason(exc)}") from None
-        return AiohttpResponse(resp)
+        return timeout
 
     async def aclose(self) -> None:
         await self._session.close()
         await asyncio.sleep(0)
+
+
+def _mapped(exc: BaseException, connect_s: float) -> UpstreamConnectError | UpstreamReset:
+    """A failure before the upstream answered, as the gateway's error."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamConnectError(f"upstream connect timed out after {connect_s:g}s")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamConnectError(f"upstream unreachable: {_reason(exc)}")
+    return UpstreamReset(f"upstream failed before answering: {_reason(exc)}")
 
 
 def _reason(exc: BaseException) -> str:

@@ -2,10 +2,20 @@
 
 Modules: `gcra` (the arithmetic, the in-process limiter and the `Limiter` protocol the data
 plane uses), `lease` (credits a replica may spend without a round trip), `shared` (the same
-limits kept atomically in Redis for every replica, with a local fallback).
+limits kept atomically in Redis for every replica, with a local fallback), `fallback` (what is
+logged and exported when requests are judged locally).
 """
 
+from gateway.ratelimit.fallback import FallbackReport
 from gateway.ratelimit.gcra import Limiter, LocalLimiter, RateLimited, Ticket
 from gateway.ratelimit.shared import SharedLimiter, build_limiter
 
-__all__ = ["Limiter", "LocalLimiter", "RateLimited", "SharedLimiter", "Ticket", "build_limiter"]
+__all__ = [
+    "FallbackReport",
+    "Limiter",
+    "LocalLimiter",
+    "RateLimited",
+    "SharedLimiter",
+    "Ticket",
+    "build_limiter",
+]

@@ -59,8 +59,11 @@ def gcra(tat: float, now: float, cost: float, limit: int) -> tuple[float, Verdic
 
 
 def reserve_tokens(payload: dict[str, object], body_bytes: int) -> int:
-    """Tokens to reserve: the prompt (≈ bytes / 4) plus max_tokens or a default estimate."""
+    """Tokens to reserve: the prompt (≈ bytes / 4) plus max_tokens (the Responses API's
+    max_output_tokens) or a default estimate."""
     wanted = payload.get("max_completion_tokens", payload.get("max_tokens"))
+    if wanted is None:
+        wanted = payload.get("max_output_tokens")
     completion = wanted if isinstance(wanted, int) and wanted > 0 else DEFAULT_COMPLETION_ESTIMATE
     return body_bytes // 4 + completion
 
@@ -80,6 +83,12 @@ class LocalLimiter:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._tat: dict[tuple[str, str], float] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
 
     async def reserve(
         self, key: str, limit: RateLimit, payload: dict[str, object], body_bytes: int
@@ -138,6 +147,12 @@ def _headers(limit: RateLimit, verdicts: dict[str, Verdict]) -> list[tuple[bytes
 
 class Limiter(Protocol):
     """Where limits are kept: this process (`LocalLimiter`) or Redis (`SharedLimiter`)."""
+
+    async def start(self) -> None:
+        """Before the first request (the lifespan): open what the limiter needs."""
+        ...
+
+    async def stop(self) -> None: ...
 
     async def reserve(
         self, key: str, limit: RateLimit, payload: dict[str, object], body_bytes: int

@@ -16,25 +16,31 @@ lease divisor and the two lease caps; reply: admitted, wait (ms), remaining requ
 (after the lease), lease size in like requests.
 
 This is the one place a request may wait on Redis, and only for keys that have limits and no
-lease that fits: a single round trip bounded by `timeout_ms` (default 50 ms). If Redis is slow or
+lease that fits: a single round trip bounded by `auth.timeout_ms`. The gateway's own queueing
+is kept out of that budget: the limiter's `SLOTS` connections are opened and the script loaded
+at start-up (`start`), and a call first waits for a free connection (bounded by the queue budget,
+never a Redis failure), then runs with the whole budget for Redis alone. If Redis is slow or
 unreachable, a circuit breaker sends requests to a local limiter that enforces
 `auth.fallback_share` of each limit per replica (1.0 by default; set 1/replicas for a strict
-bound) — never unlimited. A lease already held is still spent while the breaker is open (its
-credits were charged in Redis).
+bound) — never unlimited; `ratelimit.fallback` logs and exports every switch. A lease already
+held is still spent while the breaker is open (its credits were charged in Redis).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from random import Random
 from typing import Any
 
 from gateway.config.schema import GatewayConfig, RateLimit
 from gateway.errors import StoreError
 from gateway.infra.breaker import BASE_S, Breaker
-from gateway.infra.redis_client import Script, connect, script
+from gateway.infra.redis_client import Script, close, connect, script, warm
+from gateway.ratelimit.fallback import FallbackReport
 from gateway.ratelimit.gcra import (
     WINDOW_S,
     Limiter,
@@ -44,6 +50,10 @@ from gateway.ratelimit.gcra import (
     reserve_tokens,
 )
 from gateway.ratelimit.lease import LEASE_DIVISOR, NO_REFUND, Leases, Refund, add, lease_caps
+
+SLOTS = 16  # pooled connections (and concurrent calls) per process
+QUEUE_S = 0.5  # longest wait for a free connection before judging locally (not a Redis failure)
+log = logging.getLogger("gateway.ratelimit")
 
 GCRA = """
 local window = tonumber(ARGV[4])
@@ -100,6 +110,12 @@ class SharedLimiter:
         share: float,
         breaker: Breaker,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        slots: int = SLOTS,
+        queue_s: float = QUEUE_S,
+        report: FallbackReport | None = None,
+        warm: Callable[[], Awaitable[None]] | None = None,
+        close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._gcra = gcra
         self._prefix = prefix
@@ -107,10 +123,32 @@ class SharedLimiter:
         self._share = share
         self._breaker = breaker
         self._clock = clock
+        self._slots = asyncio.Semaphore(slots)  # one per pooled connection: calls never wait
+        self._queue_s = queue_s  # the wait for a free connection, kept out of the Redis budget
+        self.report = report or FallbackReport(lambda _: None, lambda _: None, clock)
+        self._warm = warm
+        self._close = close
         self._leases = Leases()
         self._unsettled: dict[str, Refund] = {}  # TAT corrections, sent with the key's next call
         self.leased = 0  # requests admitted from a lease, without a round trip
-        self.fallbacks = 0  # requests judged locally because Redis was unavailable
+
+    @property
+    def fallbacks(self) -> int:
+        """Requests judged locally (Redis unavailable, too slow, or the queue too long)."""
+        return self.report.total
+
+    async def start(self) -> None:
+        """Open the pooled connections and load the script before the first request, so a
+        burst never pays connection set-up or a script load inside its Redis budget."""
+        if self._warm is not None:
+            try:
+                await self._warm()
+            except StoreError as exc:  # Redis not there yet: connections open on first use
+                log.warning("rate-limit connections not warmed: %s", exc)
+
+    async def stop(self) -> None:
+        if self._close is not None:
+            await self._close()
 
     async def reserve(
         self, key: str, limit: RateLimit, payload: dict[str, object], body_bytes: int
@@ -122,18 +160,39 @@ class SharedLimiter:
         if self._leases.take(key, limit, tokens, now):
             self.leased += 1
             return Ticket(key, limit, tokens)
-        if self._breaker.ready():
+        verdict = await self._shared(key, limit, tokens, now) if self._breaker.ready() else None
+        if isinstance(verdict, Ticket):
+            return verdict
+        self.report.fallback(verdict or "breaker_open")
+        return await self._local.reserve(key, _scaled(limit, self._share), payload, body_bytes)
+
+    async def _shared(self, key: str, limit: RateLimit, tokens: int, now: float) -> Ticket | str:
+        """Redis's verdict (a ticket, or `RateLimited` raised), or why it could not be had.
+
+        Waiting for a free connection is bounded by the queue budget and is never a Redis
+        failure; only the call itself, on a connection already open, is timed and can trip
+        the breaker."""
+        try:
+            async with asyncio.timeout(self._queue_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            return "queue"
+        try:
+            if not self._breaker.ready():  # it opened while this request waited
+                return "breaker_open"
             adjust = add(self._unsettled.pop(key, NO_REFUND), self._leases.release(key))
             try:
                 reply = await self._gcra(self._keys(key), _args(limit, tokens, adjust))
             except StoreError:
                 self._breaker.failure()
                 self._carry(key, adjust)
-            else:
-                self._breaker.success()
-                return self._admit(key, limit, tokens, reply, now)
-        self.fallbacks += 1
-        return await self._local.reserve(key, _scaled(limit, self._share), payload, body_bytes)
+                self.report.breaker(not self._breaker.closed)
+                return "store_error"
+            self._breaker.success()
+            self.report.breaker(False)
+            return self._admit(key, limit, tokens, reply, now)
+        finally:
+            self._slots.release()
 
     def settle(self, ticket: Ticket, used: int) -> None:
         """Queue the token correction; it rides on the key's next call (one round trip each)."""
@@ -203,7 +262,11 @@ def _refusal(limit: RateLimit, reply: Sequence[Any]) -> RateLimited:
 
 
 def build_limiter(
-    cfg: GatewayConfig, environ: Mapping[str, str], rng: Random, local: LocalLimiter
+    cfg: GatewayConfig,
+    environ: Mapping[str, str],
+    rng: Random,
+    local: LocalLimiter,
+    report: FallbackReport | None = None,
 ) -> Limiter:
     """Redis-shared limits when the store is Redis and some key is limited; else local ones."""
     limited = cfg.auth is not None and any(
@@ -213,8 +276,11 @@ def build_limiter(
         return local
     store = cfg.store
     timeout_s = cfg.auth.timeout_ms / 1000
-    client = connect(store.url(environ), cluster=store.cluster, timeout_s=timeout_s)
+    client = connect(
+        store.url(environ), cluster=store.cluster, timeout_s=timeout_s, max_connections=SLOTS
+    )
     breaker = Breaker(store.breaker_failures, BASE_S, store.backoff_max_s, rng, time.monotonic)
+    setup_s = max(store.timeout_ms / 1000, timeout_s)
     return SharedLimiter(
         script(client, GCRA, timeout_s),
         store.key_prefix,
@@ -222,4 +288,8 @@ def build_limiter(
         cfg.auth.fallback_share,
         breaker,
         time.monotonic,
+        queue_s=max(QUEUE_S, 10 * timeout_s),
+        report=report,
+        warm=lambda: warm(client, SLOTS, (GCRA,), setup_s),
+        close=lambda: close(client, setup_s),
     )

@@ -31,9 +31,10 @@ def _canary(name: str, model: Model, canary_weight: float | None) -> Policy:
     canary = model.routing.canary
     assert canary is not None  # the checks guarantee it
     weight = canary.steps[0].weight if canary_weight is None else canary_weight
-    arms = {canary.candidate: weight, canary.baseline: 100.0 - weight}
+    baseline, candidate = canary.arms()
+    arms = {candidate: weight, baseline: 100.0 - weight}
     arms.update({vid: 0.0 for vid in model.versions if vid not in arms})
-    salt = f"{name}:{canary.candidate}".encode()  # a new rollout reshuffles keys
+    salt = f"{name}:{candidate}".encode()  # a new rollout reshuffles keys
     reason = "canary" if 0.0 < weight < 100.0 else "weighted"  # ended: no longer analysed
     key_of = key_getter(model.routing.sticky_key)
     return WeightedPolicy(arms, key_of, salt, reason=reason, spill=canary.retry_across_arms)

@@ -17,7 +17,20 @@ from gateway.config.schema import GatewayConfig
 from gateway.errors import BadRequest, ModelNotFound
 from gateway.routing import Policy, build_policy
 
-PROXY_PATHS = ("/chat/completions", "/completions", "/embeddings")
+# endpoint name (`upstream.endpoints`) -> its path under the upstream's base URL
+ENDPOINT_PATHS = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+    "responses": "/responses",
+    "images": "/images/generations",
+    "audio.speech": "/audio/speech",
+    "audio.transcriptions": "/audio/transcriptions",
+    "moderations": "/moderations",
+    "rerank": "/rerank",
+}
+PROXY_PATHS = tuple(ENDPOINT_PATHS.values())
+RESPONSES_PATH = "/v1/responses"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +38,8 @@ class VersionEntry:
     model: str
     id: str
     upstream_model: str
-    urls: Mapping[str, str]  # gateway path ("/v1/chat/completions") -> upstream URL
+    urls: Mapping[str, str]  # gateway path ("/v1/chat/completions") -> upstream URL (declared)
+    base_url: str  # the upstream's base URL (`/responses/{id}` calls are made under it)
     api_key: str | None
     metadata: Mapping[str, Any]
     created: int
@@ -63,6 +77,14 @@ class ModelEntry:
     retry: Retry
     ejection: Ejection
     fallback: tuple[str, ...] | None
+    paths: frozenset[str]  # gateway paths some version serves (others answer 404)
+    common_paths: frozenset[str]  # gateway paths every version serves (no filtering needed)
+
+    def serving(self, path: str, order: tuple[str, ...]) -> tuple[str, ...]:
+        """`order` without the versions that do not serve `path`."""
+        if path in self.common_paths:
+            return order
+        return tuple(vid for vid in order if path in self.versions[vid].urls)
 
     def version(self, ref: str) -> VersionEntry:
         """A version by id or alias; 404 listing this model's versions and aliases if unknown."""
@@ -154,7 +176,8 @@ def _model_entry(
             model=name,
             id=vid,
             upstream_model=up.model,
-            urls={f"/v1{p}": f"{up.url}{p}" for p in PROXY_PATHS},
+            urls={f"/v1{ENDPOINT_PATHS[e]}": f"{up.url}{ENDPOINT_PATHS[e]}" for e in up.endpoints},
+            base_url=up.url,
             api_key=environ.get(up.api_key_env) if up.api_key_env else None,
             metadata=version.metadata,
             created=_epoch(version.metadata.get("created")),
@@ -166,6 +189,7 @@ def _model_entry(
             max_inflight=version.max_inflight,
         )
     r = model.routing
+    served = [frozenset(v.urls) for v in versions.values()]
     policy = build_policy(name, model, canary_weight)
     return ModelEntry(
         name=name,
@@ -176,6 +200,8 @@ def _model_entry(
         retry=merged(defaults.retry, r.retry),
         ejection=merged(defaults.ejection, r.ejection),
         fallback=_fallback(model, policy.weights()),
+        paths=frozenset().union(*served),
+        common_paths=frozenset.intersection(*served),
     )
 
 
@@ -191,6 +217,8 @@ def _fallback(model: Model, weights: Mapping[str, float]) -> tuple[str, ...] | N
         idle.add(r.shadow.version)
     if r.canary is not None:
         for arm in (r.canary.baseline, r.canary.candidate):
+            if arm is None:  # a registry canary whose versions are not read yet
+                continue
             if not r.canary.retry_across_arms or weights.get(arm, 0.0) <= 0:
                 idle.add(arm)
     return tuple(v for v in r.fallback if v not in idle)

@@ -23,7 +23,6 @@ from gateway.errors import ConfigError
 from gateway.observability.logs import event
 from gateway.runtime.current import Current
 from gateway.runtime.overrides import shadowed
-from gateway.runtime.snapshot import Runtime
 
 log = logging.getLogger("gateway.reload")
 
@@ -50,8 +49,12 @@ class Reloader:
         """Validate the file and swap it in, or keep the running config and say why."""
         old = self._current.runtime
         self._seen = self._fingerprint()
+        environ = os.environ if self._environ is None else self._environ
+        running = old.file_config
         try:
-            cfg = load_config(self._path, self._environ)
+            loaded = load_config(self._path, self._environ)
+            cfg = loaded.model_copy(update={"listen": running.listen, "store": running.store})
+            runtime = old.rebuilt(environ, cfg=cfg)  # keeps the overrides and the registry view
         except ConfigError as err:
             old.metrics.reloads.labels("rejected").inc()
             log.error(
@@ -63,12 +66,9 @@ class Reloader:
         notes = tuple(
             f"{key} changes need a restart (kept the running value)"
             for key in ("listen", "store")
-            if getattr(cfg, key) != getattr(old.config, key)
+            if getattr(loaded, key) != getattr(running, key)
         )
-        cfg = cfg.model_copy(update={"listen": old.config.listen, "store": old.config.store})
-        notes += tuple(shadowed(old.config, cfg, old.overrides))
-        environ = os.environ if self._environ is None else self._environ
-        runtime = Runtime.build(cfg, old.metrics, environ, old.overrides)  # keeps the overrides
+        notes += tuple(shadowed(running, cfg, old.overrides))
         self._current.swap(runtime)
         old.metrics.reloads.labels("applied").inc()
         event(

@@ -1,62 +1,51 @@
 """The admin API under /admin: its own bearer token, never open by default.
 
-Owns the admin token check (constant-time compare; missing, wrong and malformed tokens are all a
-plain 401 that never echoes what was sent) and the admin router. With no `admin.token_env`
-configured (or the variable empty) the admin API is not mounted at all. Every admin route is
-registered on `router`, whose dependency enforces the token, so no route can skip it.
+Owns the admin router. With no `admin.token_env` configured (or the variable empty) the admin
+API is not mounted at all. Every admin route is registered on `router`, whose dependency
+(`admin_auth.AdminAuth`: the token, sessions for reads, the throttle on wrong tokens) guards it,
+so no route can skip it; only `/admin/logout` sits beside it (it needs nothing: it ends the
+session its cookie names, if any). `GET /admin/metrics` serves the Prometheus text on the admin
+surface, so it can be scraped on the admin listener with the admin token.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 
 from gateway.control.service import Control
-from gateway.errors import GatewayError
 from gateway.livestats import StoreSync
 from gateway.runtime.current import Current
 from gateway.runtime.reload import Reloader
 from gateway.web import ui
+from gateway.web.admin_auth import COOKIE, AdminAuth, clear_cookie
 from gateway.web.control_routes import add_control_routes
+from gateway.web.metrics import metrics_response
 from gateway.web.openapi import ERROR
 from gateway.web.stats import version_stats
 
 ERR = {"content": {"application/json": {"schema": ERROR}}}
 
 
-class Unauthorized(GatewayError):
-    status = 401
-    type = "authentication_error"
-    code = "invalid_admin_token"
-    outcome = "client_error"
-
-
-def admin_guard(token: str) -> Callable[[Request], None]:
-    """A FastAPI dependency that admits only `Authorization: Bearer <token>`.
-
-    Without an Authorization header, reads (GET/HEAD) may instead present the status page's
-    session cookie (see `gateway.ui`); writes always need the header.
-    """
-    expected = f"Bearer {token}".encode()
-
-    def check(request: Request) -> None:
-        if ui.session_admits(request, token):
-            return
-        given = request.headers.get("authorization", "").encode("latin-1", "replace")
-        if not hmac.compare_digest(given, expected):
-            raise Unauthorized("admin token missing or invalid")
-
-    return check
-
-
 def admin_router(
-    token: str, current: Current, reloader: Reloader | None, control: Control, sync: StoreSync
+    auth: AdminAuth,
+    current: Current,
+    reloader: Reloader | None,
+    control: Control,
+    sync: StoreSync,
+    registry: Callable[[], dict[str, Any] | None] = lambda: None,
 ) -> APIRouter:
-    """All admin routes, behind the token guard."""
-    router = APIRouter(prefix="/admin", dependencies=[Depends(admin_guard(token))], tags=["admin"])
+    """All admin routes behind the token guard, and the sign-out beside them."""
+    router = APIRouter(prefix="/admin", dependencies=[Depends(auth.guard())], tags=["admin"])
 
     @router.get("/models", summary="Models with versions, metadata, aliases and current weights")
     async def models() -> JSONResponse:
@@ -88,7 +77,30 @@ def admin_router(
         responses={404: {"description": "Unknown model", **ERR}},
     )
     async def model_stats(model: str) -> JSONResponse:
-        return JSONResponse(version_stats(current.runtime, sync, model))
+        stats = version_stats(current.runtime, sync, model)
+        stats["registry"] = registry()
+        return JSONResponse(stats)
+
+    @router.get(
+        "/registry",
+        summary="The model registry: what was read and when, refused versions and why, "
+        "write-backs pending",
+        responses={404: {"description": "No registry configured", **ERR}},
+    )
+    async def registry_status() -> JSONResponse:
+        status = registry()
+        if status is None:
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": "no model registry is configured (registry.mlflow)",
+                        "type": "invalid_request_error",
+                        "code": "no_registry",
+                    }
+                },
+                status_code=404,
+            )
+        return JSONResponse(status)
 
     @router.get(
         "/ui",
@@ -106,8 +118,39 @@ def admin_router(
     )
     async def session(request: Request) -> Response:
         response = Response(status_code=204)
-        ui.set_session(response, token, secure=request.url.scheme == "https")
+        secure = current.runtime.config.admin.secure_cookie == "always"
+        auth.sessions.cookie(response, await auth.sessions.start(), secure or _https(request))
         return response
 
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics (the recommended scrape target)",
+        response_class=PlainTextResponse,
+    )
+    async def admin_metrics() -> Response:
+        return metrics_response(current)
+
     add_control_routes(router, current, control)
-    return router
+    outer = APIRouter()
+    outer.include_router(router)
+    _logout_route(outer, auth)
+    return outer
+
+
+def _https(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def _logout_route(router: APIRouter, auth: AdminAuth) -> None:
+    @router.get(
+        "/admin/logout",
+        status_code=303,
+        summary="End the status-page session (revoked everywhere) and go to the sign-in form",
+        tags=["admin"],
+        response_class=RedirectResponse,
+    )
+    async def logout(request: Request) -> Response:
+        await auth.sessions.end(request.cookies.get(COOKIE))
+        response = RedirectResponse("/login", status_code=303)
+        clear_cookie(response)
+        return response

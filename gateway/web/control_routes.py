@@ -16,11 +16,12 @@
 it expire (the control plane clears it then). An override shows what it hides in
 `GET .../overrides`, and a reload notes the overrides that hide a value the file changed.
 
-Writes are validated like the config (known versions, non-negative weights, not all zero, alias
-names well-formed and distinct from versions: 422 with `problems`), then compare-and-set on the
-model's control generation (the body's `generation` if given, else the current one): of two
-concurrent writers one gets 200 and the other 409. Every change is applied on this replica at
-once and on the others within one poll, and writes one audit event line (never the token).
+Writes are validated like the config (known versions, finite weights from 0 to 1e6, not all
+zero, alias names well-formed and distinct from versions: 422 with `problems`), then
+compare-and-set on the model's control generation (the body's `generation` if given, else the
+current one): of two concurrent writers one gets 200 and the other 409. Every change is applied
+on this replica at once and on the others within one poll, and writes one audit event line
+(never the token).
 Unknown models are 404; the store being unreachable is 503.
 """
 
@@ -33,7 +34,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from gateway.config.base import NAME_RE
+from gateway.config.base import MAX_WEIGHT, NAME_RE, WEIGHT_RULE, weight_ok
 from gateway.control.controller import CanaryController
 from gateway.control.overrides import clear_alias as clear_alias_in
 from gateway.control.overrides import clear_weights as clear_weights_in
@@ -80,7 +81,10 @@ WEIGHTS_BODY = {
     "type": "object",
     "required": ["weights"],
     "properties": {
-        "weights": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}},
+        "weights": {
+            "type": "object",
+            "additionalProperties": {"type": "number", "minimum": 0, "maximum": MAX_WEIGHT},
+        },
         "generation": GENERATION,
     },
 }
@@ -153,8 +157,8 @@ def weight_problems(model: str, versions: Any, weights: Any, strategy: str) -> l
     for vid, w in weights.items():
         if vid not in versions:
             problems.append(f"{path}.{vid}: unknown version {vid!r}")
-        if not isinstance(w, int | float) or isinstance(w, bool) or not 0 <= w < float("inf"):
-            problems.append(f"{path}.{vid}: must be a non-negative number")
+        if not weight_ok(w):
+            problems.append(f"{path}.{vid}: {WEIGHT_RULE}")
     if not problems and sum(weights.values()) <= 0:
         problems.append(f"{path}: at least one weight must be positive")
     return problems

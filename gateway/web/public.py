@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from gateway.auth import Client
 from gateway.runtime.current import Current
 from gateway.web import ui
+from gateway.web.admin_auth import AdminAuth
 from gateway.web.errors import install_error_handlers
+from gateway.web.metrics import metrics_guard, metrics_response
 from gateway.web.openapi import ERROR
 
 ERR = {"content": {"application/json": {"schema": ERROR}}}
@@ -23,9 +25,14 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid API key", **ERR},
     403: {"description": "The key may not use this model or pin", **ERR},
 }
+METRICS_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "`metrics.require` asks for a key or the admin token", **ERR},
+    403: {"description": "The key is not in `metrics.key_ids`", **ERR},
+    429: {"description": "Too many wrong admin tokens from this address", **ERR},
+}
 
 
-def build_web(current: Current, lifespan: Any) -> FastAPI:
+def build_web(current: Current, lifespan: Any, admin_auth: AdminAuth | None = None) -> FastAPI:
     web = FastAPI(
         title="LLM version gateway", version="1", lifespan=lifespan, docs_url=None, redoc_url=None
     )
@@ -73,9 +80,15 @@ def build_web(current: Current, lifespan: Any) -> FastAPI:
         body = {"status": status, "revision": current.runtime.revision}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @web.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    @web.get(
+        "/metrics",
+        summary="Prometheus metrics (`metrics.require` may ask for a key or the admin token)",
+        response_class=PlainTextResponse,
+        dependencies=[Depends(metrics_guard(current, admin_auth))],
+        responses=METRICS_ERRORS,
+    )
     async def metrics() -> Response:
-        return Response(current.runtime.metrics.scrape(), media_type="text/plain; version=0.0.4")
+        return metrics_response(current)
 
     admin = current.runtime.config.admin
     if admin.token_env and admin.listen is None:
@@ -107,6 +120,5 @@ def _login_routes(web: FastAPI) -> None:
 
     @web.get("/logout", include_in_schema=False)
     async def logout() -> Response:
-        response = RedirectResponse("/login", status_code=303)
-        ui.clear_session(response)
-        return response
+        """The session cookie is scoped to /admin: sign-out happens there."""
+        return RedirectResponse("/admin/logout", status_code=303)

@@ -59,3 +59,42 @@ def test_client_port_has_no_admin_and_admin_port_no_data_plane(
     refused = httpx.post(admin + "/v1/chat/completions", json=body, headers=bearer(CLIENT_KEY))
     assert refused.status_code in (404, 405)
     assert httpx.get(admin + "/metrics").status_code == 404
+
+
+def test_admin_listener_throttles_wrong_tokens_and_serves_sessions_and_metrics(
+    mocks: tuple[Mock, Mock], workdir: Path
+) -> None:
+    """Issue 14 §7–9 on a real admin listener: wrong tokens logged (never the guess) and
+    throttled per address, sessions that end at sign-out, `/admin/metrics` behind the token,
+    and the client port's `/metrics` closed by `metrics.require: admin`."""
+    port = free_port()
+    config = {
+        "admin": {
+            "token_env": "LISTENER_ADMIN_TOKEN",
+            "listen": {"port": port},
+            "max_failures_per_minute": 3,
+        },
+        "metrics": {"require": "admin"},
+        "models": {"chat": {"versions": {"v1": version(mocks[0].url, mocks[0].model)}}},
+    }
+    guess = secret("adm-guess-6c2e8f1a3d")
+    with gateway(config, workdir, {"LISTENER_ADMIN_TOKEN": ADMIN_TOKEN}) as gw:
+        admin = f"http://127.0.0.1:{port}"
+        assert httpx.get(gw.base + "/metrics").status_code == 401
+        scraped = httpx.get(admin + "/admin/metrics", headers=bearer(ADMIN_TOKEN))
+        assert scraped.status_code == 200 and "gateway_admin_auth_failures_total" in scraped.text
+        signed_in = httpx.post(admin + "/admin/session", headers=bearer(ADMIN_TOKEN))
+        assert signed_in.status_code == 204
+        jar = {"gw_admin": signed_in.cookies["gw_admin"]}
+        assert httpx.get(admin + "/admin/models", cookies=jar).status_code == 200
+        assert httpx.get(admin + "/admin/logout", cookies=jar).status_code == 303
+        assert httpx.get(admin + "/admin/models", cookies=jar).status_code == 401
+        codes = [
+            httpx.get(admin + "/admin/models", headers=bearer(guess)).status_code for _ in range(4)
+        ]
+        assert codes == [401, 401, 401, 429]
+        late = httpx.get(admin + "/admin/models", headers=bearer(ADMIN_TOKEN))
+        assert late.status_code == 429 and 1 <= int(late.headers["retry-after"]) <= 60
+        log = gw.log()
+    assert log.count('"admin_auth_failed"') == 3 and log.count('"admin_auth_throttled"') == 1
+    assert guess not in log and ADMIN_TOKEN not in log

@@ -66,6 +66,39 @@ async def test_history_is_oldest_first_and_trimmed(store: ControlStore) -> None:
     assert await store.history("chat", limit=2) == ['{"i": 5}', '{"i": 6}']
 
 
+async def test_admin_sessions_expire_and_revoke(store: ControlStore) -> None:
+    assert not await store.has_session("d1")
+    await store.put_session("d1", 0.3)
+    await store.put_session("d2", 30)
+    assert await store.has_session("d1") and await store.has_session("d2")
+    await store.drop_session("d2")  # logout
+    assert not await store.has_session("d2")
+    await store.drop_session("unknown")
+    deadline = asyncio.get_running_loop().time() + 5
+    while await store.has_session("d1"):  # expires on its own
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+
+
+def test_memory_sessions_are_bounded() -> None:
+    from gateway.control.store import MAX_MEMORY_SESSIONS
+    from tests.support import ManualClock
+
+    clock = ManualClock()
+    store = MemoryControl(clock)
+
+    async def fill() -> None:
+        for i in range(MAX_MEMORY_SESSIONS + 5):
+            await store.put_session(f"d{i}", 60)
+        assert not await store.has_session("d0")  # the oldest went first
+        assert await store.has_session(f"d{MAX_MEMORY_SESSIONS + 4}")
+        clock.now += 61
+        assert not await store.has_session(f"d{MAX_MEMORY_SESSIONS + 4}")
+
+    asyncio.run(fill())
+    assert len(store._sessions) == MAX_MEMORY_SESSIONS
+
+
 async def test_redis_failures_are_store_errors() -> None:
     from tests.support import free_port
 

@@ -86,7 +86,7 @@ def _invalid(base: dict[str, Any], sentinel: Path) -> list[tuple[str, Callable[[
         ("unknown version", weights({"v1": 50, "v9": 50}), "unknown version 'v9'"),
         ("yaml syntax", lambda: good + "\nmodels: {chat: [unclosed\n", "invalid YAML"),
         ("python tag", lambda: good.replace("metadata: {}", tag, 1), "python/object"),
-        ("negative weight", weights({"v1": -1, "v2": 100}), "finite number >= 0"),
+        ("negative weight", weights({"v1": -1, "v2": 100}), "finite number between 0 and"),
         ("weights all zero", weights({"v1": 0, "v2": 0}), "all zero"),
         ("weights not a map", weights("v1"), "weights"),
         ("unknown key", mutate(lambda c: routing(c).update(retries={})), "retries: unknown key"),

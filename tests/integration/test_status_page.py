@@ -10,6 +10,8 @@ weights equal the admin API and `/metrics` exactly; a screenshot is saved for pe
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import shutil
 import threading
@@ -24,9 +26,18 @@ import pytest
 
 from gateway.app import App, create_app
 from gateway.config import parse_config
-from gateway.web import ui
+from gateway.control.store import MemoryControl
+from gateway.web import admin_auth
 from tests.samples import GOOD
-from tests.support import Gateway, gateway, mock_upstream, require_binary, secret, version
+from tests.support import (
+    Gateway,
+    ManualClock,
+    gateway,
+    mock_upstream,
+    require_binary,
+    secret,
+    version,
+)
 
 TOKEN = secret("sp-9f4c2a7e1b6d3f08-admin")  # random-looking: the leak scan matches prefixes
 ENV = {"V2_KEY": "secret", "ADMIN_TOKEN": TOKEN}
@@ -40,13 +51,15 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+OLD_SESSION = hmac.new(  # what the cookie used to be: a fixed digest of the token
+    TOKEN.encode(), b"llm-version-gateway admin ui session v1", hashlib.sha256
+).hexdigest()
 BAD_COOKIES = [
     "",
     "x",
-    TOKEN,  # the raw token is not the session value
-    ui.session_value(TOKEN) + "x",
-    ui.session_value(TOKEN)[:-1],
-    ui.session_value("some-other-token"),
+    TOKEN,  # the raw token is not a session
+    OLD_SESSION,  # nor a digest of it
+    hashlib.sha256(TOKEN.encode()).hexdigest(),
     "' OR '1'='1",
     "ü" * 40,
     "a" * 4000,
@@ -76,16 +89,24 @@ async def call(
 @pytest.mark.parametrize("value", BAD_COOKIES, ids=range(len(BAD_COOKIES)))
 @pytest.mark.parametrize("path", ["/admin/ui", "/admin/models", "/admin/models/chat/stats"])
 async def test_bad_session_cookies_are_rejected(path: str, value: str) -> None:
-    resp = await call(in_process(), "GET", path, {"cookie": f"{ui.COOKIE}={value}"})
+    resp = await call(in_process(), "GET", path, {"cookie": f"{admin_auth.COOKIE}={value}"})
     assert resp.status_code == 401
     assert resp.json()["error"]["code"] == "invalid_admin_token"
     assert not value or value not in resp.text
     assert TOKEN not in resp.text
 
 
+async def session(gw: App) -> tuple[str, str]:
+    """Sign in: (cookie value, the whole Set-Cookie header)."""
+    resp = await call(gw, "POST", "/admin/session", {"authorization": f"Bearer {TOKEN}"})
+    assert resp.status_code == 204
+    header = resp.headers["set-cookie"]
+    return header.split(";")[0].split("=", 1)[1], header
+
+
 async def test_session_cookie_admits_reads_only() -> None:
     gw = in_process()
-    cookie = {"cookie": f"{ui.COOKIE}={ui.session_value(TOKEN)}"}
+    cookie = {"cookie": f"{admin_auth.COOKIE}={(await session(gw))[0]}"}
     page = await call(gw, "GET", "/admin/ui", cookie)
     assert page.status_code == 200 and "<title>Gateway status</title>" in page.text
     csp = page.headers["content-security-policy"]
@@ -101,17 +122,68 @@ async def test_session_cookie_admits_reads_only() -> None:
 async def test_session_sets_a_hardened_cookie_that_is_not_the_token() -> None:
     gw = in_process()
     assert (await call(gw, "POST", "/admin/session")).status_code == 401
-    resp = await call(gw, "POST", "/admin/session", {"authorization": f"Bearer {TOKEN}"})
-    assert resp.status_code == 204
-    cookie = resp.headers["set-cookie"]
-    assert cookie.startswith(f"{ui.COOKIE}={ui.session_value(TOKEN)};")
-    for attribute in ("HttpOnly", "Path=/admin", "SameSite=strict", "Max-Age="):
+    value, cookie = await session(gw)
+    for attribute in ("HttpOnly", "Path=/admin", "SameSite=strict", "Max-Age=28800"):
         assert attribute.lower() in cookie.lower(), attribute
-    assert TOKEN not in cookie
+    assert "secure" not in cookie.lower()  # plain http, `secure_cookie: auto`
+    assert TOKEN not in cookie and value not in (OLD_SESSION, TOKEN)
     login = await call(gw, "GET", "/login")
     assert login.status_code == 200 and 'type="password"' in login.text
     out = await call(gw, "GET", "/logout")
-    assert out.status_code == 303 and f'{ui.COOKIE}=""' in out.headers["set-cookie"]
+    assert out.status_code == 303 and out.headers["location"] == "/admin/logout"
+
+
+async def test_sessions_are_random_expiring_and_revoked_by_logout() -> None:
+    """Issue 14 §7: the session was a fixed digest of the token — the same for every login,
+    never expiring on the server, still valid after /logout, and a way to test token guesses
+    offline. Now: a fresh random id per sign-in, kept server-side, ended by sign-out."""
+    gw = in_process()
+    first, _ = await session(gw)
+    second, _ = await session(gw)
+    assert first != second and len(first) >= 43
+    jar = {"cookie": f"{admin_auth.COOKIE}={first}"}
+    assert (await call(gw, "GET", "/admin/models", jar)).status_code == 200
+    out = await call(gw, "GET", "/admin/logout", jar)
+    assert out.status_code == 303 and out.headers["location"] == "/login"
+    assert f'{admin_auth.COOKIE}=""' in out.headers["set-cookie"]
+    assert (await call(gw, "GET", "/admin/models", jar)).status_code == 401  # revoked
+    other = {"cookie": f"{admin_auth.COOKIE}={second}"}
+    assert (await call(gw, "GET", "/admin/models", other)).status_code == 200  # only that one
+    assert (await call(gw, "GET", "/admin/logout")).status_code == 303  # no cookie: harmless
+
+
+async def test_sessions_expire_on_the_server() -> None:
+    text = WITH_ADMIN.replace(
+        "admin: {token_env: ADMIN_TOKEN}", "admin: {token_env: ADMIN_TOKEN, session_ttl_s: 60}"
+    )
+    clock = ManualClock()
+    gw = create_app(parse_config(text, ENV), ENV, rng=Random(0))
+    store = gw.parts.control.plane.store
+    assert isinstance(store, MemoryControl)
+    store._clock = clock
+    value, cookie = await session(gw)
+    assert "max-age=60" in cookie.lower()
+    jar = {"cookie": f"{admin_auth.COOKIE}={value}"}
+    assert (await call(gw, "GET", "/admin/models", jar)).status_code == 200
+    clock.now += 61  # a browser that ignores Max-Age still holds the cookie
+    assert (await call(gw, "GET", "/admin/models", jar)).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("setting", "scheme", "secure"),
+    [("auto", "http", False), ("auto", "https", True), ("always", "http", True)],
+)
+async def test_secure_cookie_follows_the_listener(setting: str, scheme: str, secure: bool) -> None:
+    text = WITH_ADMIN.replace(
+        "admin: {token_env: ADMIN_TOKEN}",
+        f"admin: {{token_env: ADMIN_TOKEN, secure_cookie: {setting}}}",
+    )
+    gw = create_app(parse_config(text, ENV), ENV, rng=Random(0))
+    transport = httpx.ASGITransport(app=gw)
+    async with httpx.AsyncClient(transport=transport, base_url=f"{scheme}://gw") as c:
+        resp = await c.post("/admin/session", headers={"authorization": f"Bearer {TOKEN}"})
+    assert resp.status_code == 204
+    assert ("; secure" in resp.headers["set-cookie"].lower()) is secure
 
 
 # --- end to end: a gateway under traffic, headless Chromium -------------------------------
@@ -289,7 +361,7 @@ def sign_in(page: Any, gw: Gateway) -> None:
     page.click("button[type=submit]")
     page.wait_for_url(f"{gw.base}/admin/ui")
     (cookie,) = page.context.cookies()
-    assert cookie["name"] == ui.COOKIE and cookie["httpOnly"] and cookie["path"] == "/admin"
+    assert cookie["name"] == admin_auth.COOKIE and cookie["httpOnly"] and cookie["path"] == "/admin"
     assert cookie["value"] != TOKEN
 
 

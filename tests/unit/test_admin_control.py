@@ -3,14 +3,17 @@ layering of overrides over the file config, kept across a hot reload."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from pathlib import Path
 from random import Random
 
 import httpx
+import pytest
 
 from gateway.app import App, create_app
-from gateway.config import parse_config
+from gateway.cli.admin import cmd_weights_set
+from gateway.config import ConfigError, parse_config
 from gateway.runtime.overrides import layered
 from gateway.runtime.reload import Reloader
 from tests.unit.test_admin import ENV, TOKEN, WITH_ADMIN
@@ -33,7 +36,7 @@ async def test_weights_are_validated_applied_and_cas_guarded() -> None:
     bad = await call(gw, "PUT", "/admin/models/chat/weights", {"weights": {"v1": -1, "v9": 1}})
     assert bad.status_code == 422
     problems = bad.json()["problems"]
-    assert any("v9" in p for p in problems) and any("non-negative" in p for p in problems)
+    assert any("v9" in p for p in problems) and any("finite number" in p for p in problems)
     zero = await call(gw, "PUT", "/admin/models/chat/weights", {"weights": {"v1": 0, "v2": 0}})
     assert zero.status_code == 422
     ok = await call(gw, "PUT", "/admin/models/chat/weights", {"weights": {"v1": 20, "v2": 80}})
@@ -103,3 +106,35 @@ def test_layering_and_reload_keep_overrides(tmp_path: Path) -> None:
     assert Reloader(gw.current, str(path), ENV).reload().ok
     assert gw.current.runtime.registry.models["chat"].policy.weights() == {"v1": 0.25, "v2": 0.75}
     assert gw.current.runtime.registry.models["chat"].versions["v1"].metadata["run_id"] == "run-382"
+
+
+@pytest.mark.parametrize("raw", ["1e308", "Infinity", "-Infinity", "NaN", "1000001", "1e6 "])
+async def test_weights_must_be_finite_and_bounded(raw: str) -> None:
+    """Issue 14 §10: a weight of 1e308 (or inf, nan, above 1e6) is refused with 422 and the
+    OpenAI error shape; nothing is applied."""
+    gw = app()
+    before = gw.current.runtime.registry.models["chat"].policy.weights()
+    body = '{"weights": {"v1": ' + raw + ', "v2": 1}}'
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw") as c:
+        resp = await c.put("/admin/models/chat/weights", content=body, headers=AUTH)
+    if raw == "1e6 ":  # the bound itself is allowed
+        assert resp.status_code == 200, resp.text
+        return
+    assert resp.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert error["type"] == "invalid_request_error" and "between 0 and 1000000" in error["message"]
+    assert gw.current.runtime.registry.models["chat"].policy.weights() == before
+
+
+@pytest.mark.parametrize("value", ["1.0e+308", ".inf", ".nan", "2000000"])
+def test_config_weights_must_be_finite_and_bounded(value: str) -> None:
+    text = WITH_ADMIN.replace("weights: {v1: 90, v2: 10}", f"weights: {{v1: {value}, v2: 10}}")
+    assert text != WITH_ADMIN
+    with pytest.raises(ConfigError, match="between 0 and 1000000"):
+        parse_config(text, ENV)
+
+
+@pytest.mark.parametrize("pair", ["v1=inf", "v1=nan", "v1=1e308", "v1=-1"])
+def test_cli_refuses_unbounded_weights_before_calling(pair: str) -> None:
+    args = argparse.Namespace(model="chat", pairs=[pair, "v2=1"])
+    assert cmd_weights_set(args) == 2  # no --url: it never got as far as the network

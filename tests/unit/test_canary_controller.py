@@ -27,8 +27,8 @@ CANARY = GOOD.replace(
         candidate: v2
         analysis: {bucket_s: 1, warmup_requests: 0, warmup_s: 0, metric: none}
         steps:
-          - {weight: 10, min_samples: 30, min_duration_s: 2, max_duration_s: 60}
-          - {weight: 50, min_samples: 30, min_duration_s: 2, max_duration_s: 60}
+          - {weight: 10, min_samples: 30, min_duration_s: 2, max_duration_s: 120}
+          - {weight: 50, min_samples: 30, min_duration_s: 2, max_duration_s: 120}
 """,
 )
 
@@ -184,3 +184,35 @@ async def test_local_consecutive_failures_roll_back_at_once() -> None:
     status = await control.controller.status("chat")
     assert status["state"] == "rolled_back"
     assert [h["rule"] for h in status["history"]] == ["guardrail.consecutive_failures"]
+
+
+async def test_local_fast_path_holds_off_when_the_baseline_fails_too() -> None:
+    from gateway.exchange import UPSTREAM_ERROR, Attempt, Exchange
+
+    clock, store = [1000.0], MemoryControl(lambda: 0.0)
+    app = build(store, clock, 0.0)
+    control = app.parts.control
+    await run(app, clock, 1)
+
+    def exchange(version: str, outcome: str) -> Exchange:
+        ex = Exchange("r", "/v1/chat/completions", 0.0, "chat", routing_reason="canary")
+        ex.assigned = version  # first attempts on the assigned version: canary evidence
+        ex.attempts.append(Attempt(version, 0.0, False, outcome))
+        return ex
+
+    started = len(control._tasks)
+    for _ in range(6):  # an incident: both versions fail, interleaved as the split sends them
+        control.observe(exchange("v2", UPSTREAM_ERROR))
+        for _ in range(3):
+            control.observe(exchange("v1", UPSTREAM_ERROR))
+    assert len(control._tasks) == started  # no local rollback started
+    assert (await control.controller.status("chat"))["state"] == "progressing"
+    for _ in range(5):  # the baseline recovers; the candidate alone keeps failing
+        control.observe(exchange("v1", "success"))
+        control.observe(exchange("v2", "success"))
+    for _ in range(5):
+        control.observe(exchange("v2", UPSTREAM_ERROR))
+        control.observe(exchange("v1", "success"))
+    await asyncio.gather(*control._tasks[-1:])
+    status = await control.controller.status("chat")
+    assert status["state"] == "rolled_back"

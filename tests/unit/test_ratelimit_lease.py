@@ -3,6 +3,8 @@ in-memory store and a fake clock, shared by simulated replicas."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 from collections.abc import Sequence
 from random import Random
@@ -13,6 +15,7 @@ import pytest
 from gateway.config.schema import RateLimit
 from gateway.errors import StoreError
 from gateway.infra.breaker import Breaker
+from gateway.ratelimit.fallback import FallbackReport
 from gateway.ratelimit.gcra import LocalLimiter, RateLimited, Ticket
 from gateway.ratelimit.lease import LEASE_S
 from gateway.ratelimit.shared import SharedLimiter
@@ -256,3 +259,97 @@ async def admit_exact(lim: LocalLimiter, limit: RateLimit) -> int:
     except RateLimited:
         return 0
     return 1
+
+
+class Recorder:
+    """The metrics side of a `FallbackReport`: fallbacks by reason and breaker switches."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+        self.switches: list[bool] = []
+
+
+def reported(gcra: Any, clock: ManualClock, **options: Any) -> tuple[SharedLimiter, Recorder]:
+    seen = Recorder()
+    report = FallbackReport(seen.reasons.append, seen.switches.append, clock)
+    breaker = Breaker(2, 1.0, 1.0, Random(1), clock)
+    lim = SharedLimiter(
+        gcra, "t", LocalLimiter(clock), 1.0, breaker, clock, report=report, **options
+    )
+    return lim, seen
+
+
+async def test_every_switch_to_the_fallback_is_logged_and_exported(
+    clock: ManualClock, gcra: FakeGcra, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14 §4: judging locally used to be silent (`fallbacks` was not exported)."""
+    lim, seen = reported(gcra, clock)
+    limit = RateLimit(requests_per_minute=40)
+    gcra.down = True
+    with caplog.at_level(logging.INFO, logger="gateway.ratelimit"):
+        await admit(lim, limit, 5)
+        gcra.down = False
+        clock.now += 5.0  # the probe succeeds
+        await admit(lim, limit, 1)
+    assert seen.reasons == [
+        "store_error",
+        "store_error",
+        "breaker_open",
+        "breaker_open",
+        "breaker_open",
+    ]
+    assert seen.switches == [True, False] and lim.fallbacks == 5
+    events = [getattr(r, "fields", {}).get("event") for r in caplog.records]
+    assert events == ["ratelimit_fallback", "ratelimit_fallback_on", "ratelimit_fallback_off"]
+
+
+class StalledGcra:
+    """A script call that answers only when released: connections held by other requests."""
+
+    def __init__(self, inner: FakeGcra) -> None:
+        self.inner = inner
+        self.release = asyncio.Event()
+        self.waiting = 0
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> list[int]:
+        self.waiting += 1
+        await self.release.wait()
+        return await self.inner(keys, args)
+
+
+async def test_queueing_for_a_connection_never_trips_the_breaker(
+    clock: ManualClock, gcra: FakeGcra
+) -> None:
+    """The gateway's own queueing (every connection busy) is not a Redis failure: the request
+    waiting too long is judged locally (`queue`), the breaker stays closed, and the requests
+    that held the connections are judged by Redis when it answers."""
+    stalled = StalledGcra(gcra)
+    lim, seen = reported(stalled, clock, slots=2, queue_s=0.01)
+    limit = RateLimit(requests_per_minute=40)
+    holders = [asyncio.create_task(lim.reserve("k", limit, BODY, 16)) for _ in range(2)]
+    while stalled.waiting < 2:
+        await asyncio.sleep(0)
+    queued = await asyncio.gather(*(lim.reserve("k", limit, BODY, 16) for _ in range(3)))
+    assert all(isinstance(t, Ticket) for t in queued)
+    assert seen.reasons == ["queue"] * 3 and seen.switches == []
+    stalled.release.set()
+    assert all(isinstance(t, Ticket) for t in await asyncio.gather(*holders))
+    assert gcra.calls == 2 and lim.fallbacks == 3
+    await admit(lim, limit, 1)
+    assert gcra.calls == 3 and seen.reasons == ["queue"] * 3  # still shared, breaker closed
+
+
+async def test_start_warms_the_connections_and_survives_a_missing_redis(
+    clock: ManualClock, gcra: FakeGcra
+) -> None:
+    warmed: list[int] = []
+
+    async def warm() -> None:
+        warmed.append(1)
+        if len(warmed) > 1:
+            raise StoreError("redis not there yet")
+
+    lim, _ = reported(gcra, clock, warm=warm)
+    await lim.start()
+    await lim.start()  # a failure is logged, never raised: connections open on first use
+    assert warmed == [1, 1]

@@ -1,67 +1,22 @@
-"""The operator status page: a read-only HTML view of the admin API, and its browser session.
+"""The operator status page: a read-only HTML view of the admin API.
 
 Owns the two static pages shipped as package data (`status.html`, served at `GET /admin/ui` on
-the guarded admin router; `login.html`, the public form at `GET /login`), their security headers
-(a Content-Security-Policy that admits only the page's own inline script by hash, no framing, no
-caching), and the browser session cookie. Browsers cannot attach a bearer token to a navigation,
-so `POST /admin/session` (itself behind the bearer token) sets an `HttpOnly; SameSite=Strict;
-Path=/admin` cookie that the admin guard accepts for reads (GET/HEAD) only. The cookie holds an
-HMAC derived from the admin token, never the token itself.
+the guarded admin router; `login.html`, the public form at `GET /login`) and their security
+headers (a Content-Security-Policy that admits only the page's own inline script by hash, no
+framing, no caching). The browser session the page runs on is `gateway.web.admin_auth`'s.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import re
 from functools import cache
 from importlib.resources import files
 
-from fastapi import Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse
 
-COOKIE = "gw_admin"
-COOKIE_MAX_AGE_S = 8 * 3600
-SAFE_METHODS = frozenset({"GET", "HEAD"})
 _SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
-_COOKIE_LABEL = b"llm-version-gateway admin ui session v1"
-
-
-def session_value(token: str) -> str:
-    """The cookie value for `token`: a keyed digest, so the browser never stores the token."""
-    return hmac.new(token.encode(), _COOKIE_LABEL, hashlib.sha256).hexdigest()
-
-
-def cookie_matches(cookie: str | None, token: str) -> bool:
-    """Constant-time check of a session cookie against the admin token."""
-    if not cookie:
-        return False
-    given = cookie.encode("utf-8", "replace")
-    return hmac.compare_digest(given, session_value(token).encode())
-
-
-def session_admits(request: Request, token: str) -> bool:
-    """A read (GET/HEAD) with no Authorization header and a valid session cookie."""
-    if request.method not in SAFE_METHODS or "authorization" in request.headers:
-        return False
-    return cookie_matches(request.cookies.get(COOKIE), token)
-
-
-def set_session(response: Response, token: str, secure: bool) -> None:
-    response.set_cookie(
-        COOKIE,
-        session_value(token),
-        max_age=COOKIE_MAX_AGE_S,
-        path="/admin",
-        httponly=True,
-        samesite="strict",
-        secure=secure,
-    )
-
-
-def clear_session(response: Response) -> None:
-    response.delete_cookie(COOKIE, path="/admin", httponly=True, samesite="strict")
 
 
 @cache
