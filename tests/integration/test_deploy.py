@@ -44,6 +44,8 @@ K8S = DEPLOY / "k8s"
 KNOWN_METRICS = frozenset(
     {
         "gateway_requests_total",
+        "gateway_canary_state_lost",
+        "gateway_control_state_lost_total",
         "gateway_request_duration_seconds_bucket",
         "gateway_ttft_seconds_bucket",
         "gateway_overhead_seconds_bucket",
@@ -398,6 +400,8 @@ def test_dashboard_model_row_shows_split_errors_latency_and_canary() -> None:
     top = "\n".join(t["expr"] for p in board["panels"][:repeat] for t in p.get("targets", []))
     for metric in (
         "gateway_requests_total",
+        "gateway_canary_state_lost",
+        "gateway_control_state_lost_total",
         "gateway_inflight",
         "gateway_rejected_total",
         "gateway_store_up",
