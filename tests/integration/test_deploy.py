@@ -400,8 +400,6 @@ def test_dashboard_model_row_shows_split_errors_latency_and_canary() -> None:
     top = "\n".join(t["expr"] for p in board["panels"][:repeat] for t in p.get("targets", []))
     for metric in (
         "gateway_requests_total",
-        "gateway_canary_state_lost",
-        "gateway_control_state_lost_total",
         "gateway_inflight",
         "gateway_rejected_total",
         "gateway_store_up",
