@@ -89,10 +89,10 @@ def test_identical_candidate_with_errors_on_both_and_retries_is_not_rolled_back(
             wait_for(lambda: status(gw)["generation"] >= 1, timeout=10)
             time.sleep(15)  # ~900 requests, ~27 failures spread over both arms
             state = status(gw)
+            retries = metric(gw, "gateway_canary_attempts_total", role="retry")
+            evidence = metric(gw, "gateway_canary_attempts_total", role="evidence")
         assert state["state"] == "progressing", state["history"]
         assert not [h for h in state["history"] if h["action"] == "rollback"]
-        retries = metric(gw, "gateway_canary_attempts_total", role="retry")
-        evidence = metric(gw, "gateway_canary_attempts_total", role="evidence")
         assert evidence > 500
         assert (retries > 0) == across  # recorded apart, and only when the operator asks
     reset(mocks)
