@@ -77,6 +77,8 @@ CANARY: dict[int | str, dict[str, Any]] = {
     503: {"description": "The control store is unavailable", **ERR},
 }
 GENERATION = {"type": "integer", "minimum": 0, "description": "expected control generation"}
+TTL = {"type": "number", "exclusiveMinimum": 0, "description": "expire after this many seconds"}
+SOURCE = {"type": "string", "maxLength": 64, "description": "who sets it (default admin)"}
 WEIGHTS_BODY = {
     "type": "object",
     "required": ["weights"],
@@ -86,17 +88,20 @@ WEIGHTS_BODY = {
             "additionalProperties": {"type": "number", "minimum": 0, "maximum": MAX_WEIGHT},
         },
         "generation": GENERATION,
+        "ttl_s": TTL,
+        "source": SOURCE,
     },
 }
-TTL = {"type": "number", "exclusiveMinimum": 0, "description": "expire after this many seconds"}
-SOURCE = {"type": "string", "maxLength": 64, "description": "who sets it (default admin)"}
-WEIGHTS_BODY["properties"].update(ttl_s=TTL, source=SOURCE)  # type: ignore[attr-defined]
 ALIAS_BODY = {
     "type": "object",
     "required": ["version"],
-    "properties": {"version": {"type": "string"}, "generation": GENERATION, "ttl_s": TTL,
-                   "source": SOURCE},
-}  # fmt: skip
+    "properties": {
+        "version": {"type": "string"},
+        "generation": GENERATION,
+        "ttl_s": TTL,
+        "source": SOURCE,
+    },
+}
 SOURCE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
 
 
