@@ -4,8 +4,11 @@ control state was lost."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from gateway.app import App
 from gateway.canary.state import CanaryState
@@ -201,3 +204,39 @@ async def test_a_canary_that_a_fresh_replica_restarted_is_overwritten_by_the_mem
     await control.plane.poll()
     status = (await call(gw, "GET", "/admin/models/chat/canary")).json()
     assert status["state"] == "promoted" and routed(gw) == {"v2": 1.0}
+
+
+class NoPersistence(MemoryControl):
+    """A Redis-like store whose CONFIG answers as given (None: CONFIG disabled)."""
+
+    name = "redis"
+
+    def __init__(self, found: dict[str, str] | None) -> None:
+        super().__init__()
+        self.found = found
+
+    async def persistence(self) -> dict[str, str] | None:
+        return self.found
+
+
+@pytest.mark.parametrize(
+    ("found", "warned"),
+    [
+        ({"appendonly": "no", "save": ""}, True),
+        ({"appendonly": "yes", "save": ""}, False),
+        ({"appendonly": "no", "save": "3600 1"}, False),
+        (None, False),  # CONFIG disabled: tolerated, only an info line
+    ],
+)
+async def test_a_canary_on_redis_without_persistence_warns_at_start(
+    found: dict[str, str] | None, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    gw = app(WITH_CANARY)
+    control = gw.parts.control
+    control.plane.store = NoPersistence(found)
+    with caplog.at_level(logging.INFO, logger="gateway.control"):
+        await control.start()
+        await control.stop()
+    warnings = [r for r in caplog.records if "no persistence" in r.getMessage()]
+    assert bool(warnings) == warned
+    assert all(r.levelno == logging.WARNING for r in warnings)
