@@ -5,7 +5,9 @@ a bad one is rejected with its reasons (returned to the admin caller, logged, co
 `gateway_config_reloads_total{result="rejected"}`) and the running config stays. Requests in
 flight finish on the config they started with (they hold their own `Runtime`). `listen`,
 `store` and `registry` are read at start-up only; a reload that changes them says so and keeps
-the old ones (the per-model `registry` blocks do follow reloads).
+the old ones (the per-model `registry` blocks do follow reloads). It also notes every operator
+override that hides a value the file changed (the override still wins until it is cleared or
+expires).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.observability.logs import event
 from gateway.runtime.current import Current
+from gateway.runtime.overrides import shadowed
 
 log = logging.getLogger("gateway.reload")
 RESTART_KEYS = ("listen", "store", "registry")  # read at start-up only
@@ -68,6 +71,7 @@ class Reloader:
             for key in RESTART_KEYS
             if getattr(loaded, key) != getattr(running, key)
         )
+        notes += tuple(shadowed(running, cfg, old.overrides))
         self._current.swap(runtime)
         old.metrics.reloads.labels("applied").inc()
         event(
