@@ -34,7 +34,7 @@ ERRORS = {
     "400": "Invalid JSON or fields",
     "401": "Missing or invalid API key",
     "403": "The key may not use this model or pin",
-    "404": "Unknown model, version or alias",
+    "404": "Unknown model, version or alias, or an endpoint the model does not offer",
     "413": "Request body too large",
     "429": "Rate limit exceeded (see Retry-After)",
     "502": "Upstream failed before answering",
@@ -53,6 +53,18 @@ BODY = {
         "stream": {"type": "boolean"},
     },
     "additionalProperties": True,
+}
+UPLOAD = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "required": ["model", "file"],
+            "properties": {
+                "model": BODY["properties"]["model"],  # type: ignore[index]
+                "file": {"type": "string", "format": "binary"},
+            },
+        }
+    }
 }
 
 
@@ -139,6 +151,8 @@ def install(web: FastAPI, models: Callable[[], list[str]]) -> None:
                 ("/v1/rerank", "Rerank (pass-through, Cohere/Jina shape)"),
             ):
                 paths[path] = {"post": _operation(summary, models())}
+            upload = paths["/v1/audio/transcriptions"]["post"]
+            upload["requestBody"] = {"required": True, "content": UPLOAD}
             paths.update(_by_id())
             web.openapi_schema = schema
         return web.openapi_schema
