@@ -36,9 +36,21 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import norm
 
-from gateway.canary import ArmCounts, CanarySettings, Evidence, Step, decide, initial_state
+from gateway.canary import (
+    ArmCounts,
+    CanarySettings,
+    CanaryState,
+    Evidence,
+    Step,
+    decide,
+    initial_state,
+)
 from gateway.canary.judge import current_weight
 from gateway.canary.settings import Analysis
+from gateway.control.evidence import SnapshotEvidence
+from gateway.exchange import SUCCESS, UPSTREAM_ERROR
+from gateway.livestats.histogram import Histogram
+from gateway.livestats.window import BucketStats, Snapshot
 
 BUCKET_S = 10
 SIGMA = 0.6  # lognormal shape of latency and TTFT
@@ -86,6 +98,7 @@ class Scenario:
     quote: str = "rolled_back"  # what the quoted rate counts: an outcome status or a rule
     bound: str = "alpha_harm"  # ≤ that level + 3 SE, or "power:x" (≥ x), or "" (reported)
     within_s: float | None = None  # count only outcomes within this time
+    through_store: bool = False  # via the live-store snapshot and SnapshotEvidence (slower)
 
 
 @dataclass
@@ -219,6 +232,12 @@ def _arm(cols: list[np.ndarray], j: int, sessions: bool) -> ArmCounts:
 # --- the judge, run by run --------------------------------------------------------------------
 
 
+def _final(state: CanaryState) -> bool:
+    """Where a run ends: promoted, rolled back, or paused for a human (not for an incident)."""
+    done = state.status in ("promoted", "rolled_back")
+    return done or state.pause_reason not in (None, "incident")
+
+
 def simulate(sc: Scenario, runs: int, seed: int) -> list[Outcome | None]:
     """Every run's outcome: the first terminal status, or a pause other than an incident."""
     settings, t = sc.settings, sc.traffic
@@ -247,13 +266,62 @@ def simulate(sc: Scenario, runs: int, seed: int) -> list[Outcome | None]:
                 sessions=by_session,
             )
             states[i], record = decide(settings, states[i], ev, float((b + 1) * BUCKET_S))
-            state = states[i]
-            done = state.status in ("promoted", "rolled_back")
-            if record is not None and (done or state.pause_reason not in (None, "incident")):
-                outcomes[i] = Outcome(state.status, record.rule, (b + 1) * BUCKET_S)
+            if record is not None and _final(states[i]):
+                outcomes[i] = Outcome(states[i].status, record.rule, (b + 1) * BUCKET_S)
             else:
                 still.append(i)
         active = np.array(still, dtype=np.int64)
+    return outcomes
+
+
+# --- the same canaries through the controller's evidence code (a cross-check) -----------------
+
+WINDOW_BUCKETS = 60  # the live store's window: 10 minutes of 10-second buckets
+SETTLE_S = 1.0
+
+
+def _store_bucket(rng: np.random.Generator, start: int, n: int, p: float, slower: float,
+                  ttft_slower: float) -> BucketStats:  # fmt: skip
+    """One arm's live-store bucket: outcomes, and lognormal latency / TTFT histograms (ms)."""
+    failures = int(rng.binomial(n, p))
+    ok = n - failures
+    latency = 1000.0 * slower * rng.lognormal(0.0, SIGMA, ok)
+    ttft = 200.0 * ttft_slower * rng.lognormal(0.0, SIGMA, ok)
+    outcomes = {SUCCESS: ok, UPSTREAM_ERROR: failures}
+    return BucketStats(start, n, outcomes, Histogram.of(latency), Histogram.of(ttft))
+
+
+def simulate_evidence(sc: Scenario, runs: int, seed: int) -> list[Outcome | None]:
+    """Like `simulate`, one canary at a time, but each bucket goes into a live-store snapshot
+    (per-arm outcome counts and latency/TTFT histograms) that `SnapshotEvidence` turns into the
+    judge's input, slow thresholds from the baseline's earlier buckets included."""
+    settings, t = sc.settings, sc.traffic
+    rng = np.random.default_rng(seed)
+    p_c = t.p_c if t.p_c is not None else t.p_b
+    outcomes: list[Outcome | None] = [None] * runs
+    for i in range(runs):
+        state = initial_state(settings, 0.0)
+        series: dict[str, list[BucketStats]] = {"v1#canary": [], "v2#canary": []}
+        for b in range(int(sc.hours * 3600 / BUCKET_S)):
+            share = current_weight(settings, state) / 100.0 * t.share_factor
+            n = int(rng.poisson(t.rate * BUCKET_S))
+            n_c = int(rng.binomial(n, min(share, 1.0)))
+            start = b * BUCKET_S
+            cand = _store_bucket(rng, start, n_c, p_c, t.slower, t.ttft_slower)
+            base = _store_bucket(rng, start, n - n_c, t.p_b, 1.0, 1.0)
+            for name, bucket in (("v2#canary", cand), ("v1#canary", base)):
+                series[name] = [*series[name][-WINDOW_BUCKETS:], bucket]
+            now = float((b + 1) * BUCKET_S)
+            snap = Snapshot(now + SETTLE_S, 0.0, "memory", BUCKET_S, 600, {"m": dict(series)})
+            source = SnapshotEvidence(lambda snap=snap: snap, BUCKET_S, SETTLE_S)  # type: ignore[misc]
+            record = None
+            for ev in source.buckets("m", settings, BUCKET_S, state.cursor):
+                state, record = decide(settings, state, ev, now)
+                if record is not None:
+                    break
+            if record is not None and _final(state):
+                outcomes[i] = Outcome(state.status, record.rule, now)
+                break
     return outcomes
 
 
@@ -264,7 +332,7 @@ def _settings(**changes: object) -> CanarySettings:
     return replace(DOC, **changes)  # type: ignore[arg-type]
 
 
-ONE_STEP = (Step(50, 1, 0, 3600),)  # the issue's loosest config that `validate` accepts
+ONE_STEP = (Step(50, 57, 0, 3600),)  # the loosest floors `validate` accepts (srm_floor at 50 %)
 ABS = Analysis(metric="none")
 
 
@@ -297,7 +365,7 @@ def scenarios() -> list[Scenario]:
         Scenario("incident: both 50 % for 60 s", "incident", Traffic(incident=(60, 0.5))),
         Scenario("incident: both 20 % for 5 min", "incident", Traffic(incident=(300, 0.2))),
         Scenario(
-            "on margin, one 50 % step, floors 1/0 s: p_B 1 %, p_C 1.5 %",
+            "on margin, one 50 % step, floors 57 / 0 s: p_B 1 %, p_C 1.5 %",
             "margin",
             Traffic(p_b=0.01, p_c=0.015),
             _settings(steps=ONE_STEP, analysis=ABS),
@@ -306,7 +374,7 @@ def scenarios() -> list[Scenario]:
             bound="alpha_safe",
         ),
         Scenario(
-            "on margin, one 50 % step, floors 1/0 s: p_B 0.2 %, p_C 0.7 %",
+            "on margin, one 50 % step, floors 57 / 0 s: p_B 0.2 %, p_C 0.7 %",
             "margin",
             Traffic(p_b=0.002, p_c=0.007),
             _settings(steps=ONE_STEP, analysis=ABS),
@@ -331,6 +399,28 @@ def scenarios() -> list[Scenario]:
             within_s=70,  # the first 10 s bucket straddles the step change: not counted
         ),
         Scenario(
+            "cross-check through the evidence code: A/A, 1 % errors",
+            "evidence",
+            Traffic(p_b=0.01),
+            through_store=True,
+        ),
+        Scenario(
+            "cross-check through the evidence code: latency 1.5×",
+            "evidence",
+            Traffic(slower=1.5),
+            hours=1.0,
+            bound="power:1",
+            through_store=True,
+        ),
+        Scenario(
+            "cross-check through the evidence code: TTFT 2×",
+            "evidence",
+            Traffic(ttft_slower=2.0),
+            hours=1.0,
+            bound="power:1",
+            through_store=True,
+        ),
+        Scenario(
             "sticky sessions (400, heavy-tailed), judged by session",
             "sticky",
             Traffic(p_b=0.01, sessions=sticky),
@@ -350,6 +440,8 @@ def scenarios() -> list[Scenario]:
         ),
     ]
 
+
+EVIDENCE_RUNS = 200  # the cross-check rows: one canary at a time through the evidence code
 
 QUICK = (
     "A/A, 1 % errors",
@@ -414,14 +506,16 @@ def table(rows: Sequence[dict], command: str) -> str:
     lines = [
         f"Produced by `{command}` (seed and runs in the command; every rate ± one standard error).",
         "",
-        "| scenario | runs | counts | rate ± SE | target | met | median min |",
-        "|---|---|---|---|---|---|---|",
+        "| scenario | runs | counts | rate ± SE | target | met | median min | how runs ended |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         med = "—" if r["median_min"] is None else f"{r['median_min']:.1f}"
+        ends = sorted(r["outcomes"].items(), key=lambda kv: -kv[1])[:3]
+        how = ", ".join(f"{k} {v / r['runs']:.1%}" for k, v in ends)
         lines.append(
             f"| {r['scenario']} | {r['runs']} | {r['quoted']} | {r['rate']:.2%} ± {r['se']:.2%}"
-            f" | {r['target']} | {'yes' if r['ok'] else '**no**'} | {med} |"
+            f" | {r['target']} | {'yes' if r['ok'] else '**no**'} | {med} | {how} |"
         )
     return "\n".join(lines)
 
@@ -451,7 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for k, sc in chosen:  # each scenario's seed depends on its place in the full list only
         began = time.process_time()
-        outcomes = simulate(sc, runs, args.seed + 1000 * k)
+        run = simulate_evidence if sc.through_store else simulate
+        n = min(runs, EVIDENCE_RUNS) if sc.through_store else runs
+        outcomes = run(sc, n, args.seed + 1000 * k)
         rows.append(summarize(sc, outcomes, time.process_time() - began))
         r = rows[-1]
         print(

@@ -64,7 +64,7 @@ class ModelNotFound(ClientError):
 
 
 class NotFound(ClientError):
-    """No such endpoint for this model, or no such response id."""
+    """No such endpoint for this model, no such response id, or no such admin override."""
 
     status = 404
     code = "not_found"

@@ -67,6 +67,7 @@ class Exchange:
     completion_tokens: int = 0
     routing_reason: str = ""
     assigned: str | None = None  # the version routing chose first (the canary's evidence arm)
+    session: str | None = None  # canary split with a sticky key: its hash ("" for no key)
     client: str = ""  # the API key's id (never the key)
     reason: str = ""  # why the gateway itself refused the request (overloaded, request_too_large)
     metered: bool = True  # False: usage in the answer was already counted (GET of a response)

@@ -7,7 +7,8 @@ Owns the duration model, a drift approximation of the judge's tests:
   N90 with μ·N − 1.28·σ·√N = a events ("p90", a deliberately pessimistic 90th percentile);
 - errors: the relative test (events = errors at rate × baseline error rate) or the absolute rule
   (canary requests for the Beta-mixture e-process of p_C < p_B + δ to reach its threshold along
-  the expected path), whichever is faster. Both share the averaged threshold 2/α when δ > 0;
+  the expected path, against the baseline's lower confidence bound), whichever is faster; with
+  δ > 0 each route has α/2 (thresholds 2/α, and 4/α with the baseline bound at α/4);
 - latency: slow events arrive at rate × (1 − error rate) × (1 − pXX), after the warm-up;
 - min_samples / (share × rate) and min_duration are floors.
 The candidate is assumed equal to the baseline. `rollback_s` is the same model for the harm test
@@ -25,6 +26,7 @@ from gateway.canary.stats import (
     abs_prior_b,
     below_log_e,
     event_share,
+    lower_bound,
     safety_thetas,
 )
 
@@ -75,33 +77,50 @@ def events_needed(mu: float, sigma: float, a: float) -> tuple[float, float]:
     return a / mu, root * root
 
 
-def abs_samples(p_b: float, margin_abs: float, log_threshold: float) -> float:
-    """Canary requests for the absolute rule to pass when p_C = p_B (on the expected path)."""
+def abs_samples(
+    p_b: float, margin_abs: float, log_threshold: float, rho: float = 0.0, alpha_b: float = 0.0
+) -> float:
+    """Canary requests for the absolute rule to pass when p_C = p_B (on the expected path).
+
+    With `rho` and `alpha_b` the limit is the baseline's (1 − alpha_b) lower confidence bound
+    plus the margin, the baseline having served (1 − ρ)/ρ requests per canary request (what the
+    judge does); without them the limit is p_B + margin."""
     if margin_abs <= 0:
         return math.inf
-    b, limit = abs_prior_b(margin_abs), p_b + margin_abs
+    b = abs_prior_b(margin_abs)
+
+    def passes(n: float) -> bool:
+        floor = p_b
+        if rho > 0 and alpha_b > 0:
+            m = n * (1 - rho) / rho
+            floor = lower_bound(p_b * m, m, alpha_b, b)
+        return below_log_e(p_b * n, n, floor + margin_abs, b) >= log_threshold
+
     lo, hi = 1.0, 1.0
-    while below_log_e(p_b * hi, hi, limit, b) < log_threshold:
+    while not passes(hi):
         lo, hi = hi, hi * 2
         if hi > 1e12:
             return math.inf
     for _ in range(50):
         mid = 0.5 * (lo + hi)
-        lo, hi = (lo, mid) if below_log_e(p_b * mid, mid, limit, b) >= log_threshold else (mid, hi)
+        lo, hi = (lo, mid) if passes(mid) else (mid, hi)
     return hi
 
 
 def _errors_s(s: CanarySettings, rho: float, rate: float, p_b: float) -> tuple[float, float]:
     an = s.analysis
-    averaged = an.error_margin_abs > 0
-    a_log = math.log(s.safe_threshold * (2 if averaged else 1))
+    split = an.error_margin_abs > 0  # two routes at α/2 each (judge.errors_safe_log_e)
+    a_log = math.log(s.safe_threshold * (2 if split else 1))
     thetas = safety_thetas(an.error_margin_rel)
     mu, sigma = walk(rho, 1.0, thetas, an.error_margin_rel)
     mean, p90 = events_needed(mu, sigma, a_log + math.log(len(thetas)))
     events_per_s = rate * p_b
     rel = (mean / events_per_s, p90 / events_per_s) if events_per_s > 0 else (math.inf, math.inf)
-    n_abs = abs_samples(p_b, an.error_margin_abs, a_log) / (rho * rate) if averaged else math.inf
-    return min(rel[0], n_abs), min(rel[1], n_abs)
+    n_abs = math.inf
+    if split:
+        abs_log = math.log(4 * s.safe_threshold)
+        n_abs = abs_samples(p_b, an.error_margin_abs, abs_log, rho, an.alpha_safe / 4)
+    return min(rel[0], n_abs / (rho * rate)), min(rel[1], n_abs / (rho * rate))
 
 
 def _latency_s(s: CanarySettings, rho: float, rate: float, p_b: float) -> tuple[float, float]:

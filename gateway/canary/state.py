@@ -20,9 +20,19 @@ from gateway.canary.settings import Analysis
 from gateway.canary.stats import EProcess
 
 Status = Literal["progressing", "paused", "promoted", "rolled_back"]
-PauseReason = Literal["srm", "inconclusive", "manual", "incident"]
+PauseReason = Literal["srm", "inconclusive", "manual", "incident", "state_lost"]
 Action = Literal[
-    "advance", "hold", "rollback", "promote", "pause", "resume", "srm_freeze", "incident"
+    "advance",
+    "hold",
+    "rollback",
+    "promote",
+    "pause",
+    "resume",
+    "srm_freeze",
+    "incident",
+    "restore",  # re-written after the shared control state was lost
+    "revert",  # a promotion undone
+    "restart",  # a rolled-back pair run again as a new rollout
 ]
 TERMINAL: frozenset[str] = frozenset({"promoted", "rolled_back"})
 

@@ -181,7 +181,7 @@ def poisson_sf(k: int, mean: float) -> float:
     return max(0.0, 1.0 - total)
 
 
-def lower_bound(k: int, n: int, alpha: float, prior_b: float) -> float:
+def lower_bound(k: float, n: float, alpha: float, prior_b: float) -> float:
     """The time-uniform (1−α) lower confidence bound on p after k events in n trials."""
     if n <= 0 or k == 0:
         return 0.0

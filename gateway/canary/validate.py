@@ -3,7 +3,10 @@
 Owns the cross-field rules `gateway validate` applies to `routing.canary`. Problems come back as
 strings that start with a key path relative to the canary block (`steps[1].weight: ...`), so the
 config layer can prefix the YAML path and line. With an expected request rate, each step's
-projected duration (see `projection.py`) must fit within its max_duration.
+projected duration (see `projection.py`) must fit within its max_duration. Step floors: every
+route to a decision is valid at any time, whatever `min_samples` and `min_duration_s` are, but a
+step must gather the evidence the sequential sample-ratio check needs (at `srm_alpha`) to catch a
+split off by half before it may end (`srm_floor`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import math
 
 from gateway.canary.projection import project
 from gateway.canary.settings import CanarySettings, Step
+from gateway.canary.stats import srm_log_e
 
 DEFAULT_BASELINE_ERROR_RATE = 0.01
 
@@ -34,6 +38,34 @@ def _step_problems(i: int, step: Step, previous: float) -> list[str]:
         out.append(f"{where}.min_duration_s: must be ≥ 0")
     if step.max_duration_s <= 0 or step.max_duration_s < step.min_duration_s:
         out.append(f"{where}.max_duration_s: must be > 0 and ≥ min_duration_s")
+    return out
+
+
+def srm_floor(share: float, srm_alpha: float) -> int:
+    """Candidate requests the sequential SRM needs, at `srm_alpha`, to freeze a split where the
+    candidate gets half its `share` (along the expected path): the least evidence a step must
+    gather before it may end, so that broken routing is caught before it is trusted."""
+    if not 0 < share < 1 or not 0 < srm_alpha < 1:
+        return 1
+    target, total = math.log(1 / srm_alpha), 1
+    while total < 10**9:
+        n_c = total * share / 2
+        if srm_log_e(round(n_c), round(total - n_c), share) >= target:
+            return max(1, math.ceil(total * share))  # candidate requests at the configured share
+        total = math.ceil(total * 1.05) + 1
+    return 10**9
+
+
+def _floor_problems(s: CanarySettings) -> list[str]:
+    out = []
+    for i, step in enumerate(s.steps):
+        need = srm_floor(step.weight / 100.0, s.srm_alpha)
+        if 0 < step.weight < 100 and step.min_samples < need:
+            out.append(
+                f"steps[{i}].min_samples: {step.min_samples} is below {need}, the candidate"
+                f" requests the sample-ratio check needs at srm_alpha {s.srm_alpha:g} to catch a"
+                f" {step.weight:g}% split that is off by half before the step can end"
+            )
     return out
 
 
@@ -96,6 +128,8 @@ def validate_canary(
         out.extend(_step_problems(i, step, previous))
         previous = max(previous, step.weight)
     out.extend(_analysis_problems(settings))
+    if not out:
+        out.extend(_floor_problems(settings))
     if settings.latency_enabled:
         for i, step in enumerate(settings.steps):
             if settings.analysis.warmup_s >= step.max_duration_s:

@@ -1,5 +1,7 @@
-"""The operator CLI's side of the admin API: `gateway status`, `weights set`, `alias set`,
-`canary ...`, `registry status` and `reload`, against a running gateway.
+"""The operator CLI's side of the admin API: `gateway status`, `overrides`, `weights set|clear`,
+`alias set|clear`, `canary ...`, `registry status` and `reload`, against a running gateway.
+
+Overrides set here carry the source `cli:<user>` (`$USER`) and, with `--ttl`, an expiry.
 
 Talks HTTP to `--url` (default `http://127.0.0.1:8080`, or `GATEWAY_URL`) with the bearer token
 from `GATEWAY_ADMIN_TOKEN` (never a command-line argument, so it stays out of shell history and
@@ -60,25 +62,13 @@ def add_commands(sub: Any) -> None:
     status.set_defaults(func=cmd_status)
     reload = sub.add_parser("reload", parents=[common], help="re-read the config file now")
     reload.set_defaults(func=lambda a: _run(a, "POST", "/admin/reload"))
-    weights = sub.add_parser("weights", help="routing weights").add_subparsers(
-        dest="weights_cmd", required=True
+    overrides = sub.add_parser(
+        "overrides", parents=[common], help="a model's overrides: source, age, expiry, file value"
     )
-    wset = weights.add_parser(
-        "set", parents=[common], help="e.g. weights set --model chat v1=90 v2=10"
-    )
-    wset.add_argument("--model", required=True)
-    wset.add_argument("pairs", nargs="+", metavar="VERSION=WEIGHT")
-    wset.set_defaults(func=cmd_weights_set)
-    alias = sub.add_parser("alias", help="aliases").add_subparsers(dest="alias_cmd", required=True)
-    aset = alias.add_parser("set", parents=[common], help="e.g. alias set --model chat stable v2")
-    aset.add_argument("--model", required=True)
-    aset.add_argument("alias")
-    aset.add_argument("version")
-    aset.set_defaults(
-        func=lambda a: _run(
-            a, "PUT", f"/admin/models/{a.model}/aliases/{a.alias}", {"version": a.version}
-        )
-    )
+    overrides.add_argument("--model", required=True)
+    overrides.set_defaults(func=lambda a: _run(a, "GET", f"/admin/models/{a.model}/overrides"))
+    _weights_commands(sub, common)
+    _alias_commands(sub, common)
     registry = sub.add_parser("registry", help="the model registry").add_subparsers(
         dest="registry_cmd", required=True
     )
@@ -87,9 +77,84 @@ def add_commands(sub: Any) -> None:
     )
     rstatus.set_defaults(func=cmd_registry_status)
     canary = sub.add_parser("canary", parents=[common], help="canary status and actions")
-    canary.add_argument("action", choices=["status", "pause", "resume", "promote", "rollback"])
-    canary.add_argument("--model", required=True)
+    canary.add_argument("action", choices=CANARY_ACTIONS)
+    canary.add_argument("model", nargs="?", help="the model (or --model)")
+    canary.add_argument("--model", dest="model_opt", metavar="MODEL")
     canary.set_defaults(func=cmd_canary)
+
+
+CANARY_ACTIONS = ("status", "pause", "resume", "promote", "rollback", "revert", "restart")
+
+
+def _ttl(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False, parents=[common])
+    parent.add_argument("--ttl", type=_seconds, help="expire after this long (e.g. 30m, 2h, 90s)")
+    return parent
+
+
+def _weights_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    weights = sub.add_parser("weights", help="routing weights").add_subparsers(
+        dest="weights_cmd", required=True
+    )
+    wset = weights.add_parser(
+        "set", parents=[_ttl(common)], help="e.g. weights set --model chat v1=90 v2=10"
+    )
+    wset.add_argument("--model", required=True)
+    wset.add_argument("pairs", nargs="+", metavar="VERSION=WEIGHT")
+    wset.set_defaults(func=cmd_weights_set)
+    wclear = weights.add_parser(
+        "clear", parents=[common], help="remove the override: the file's weights apply"
+    )
+    wclear.add_argument("--model", required=True)
+    wclear.set_defaults(func=lambda a: _run(a, "DELETE", f"/admin/models/{a.model}/weights"))
+
+
+def _alias_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    alias = sub.add_parser("alias", help="aliases").add_subparsers(dest="alias_cmd", required=True)
+    aset = alias.add_parser(
+        "set", parents=[_ttl(common)], help="e.g. alias set --model chat stable v2"
+    )
+    aset.add_argument("--model", required=True)
+    aset.add_argument("alias")
+    aset.add_argument("version")
+    aset.set_defaults(
+        func=lambda a: _run(
+            a,
+            "PUT",
+            f"/admin/models/{a.model}/aliases/{a.alias}",
+            _override({"version": a.version}, a),
+        )
+    )
+    aclear = alias.add_parser(
+        "clear", parents=[common], help="remove an alias override: the file's alias applies"
+    )
+    aclear.add_argument("--model", required=True)
+    aclear.add_argument("alias")
+    aclear.set_defaults(
+        func=lambda a: _run(a, "DELETE", f"/admin/models/{a.model}/aliases/{a.alias}")
+    )
+
+
+def _seconds(text: str) -> float:
+    """`90`, `90s`, `30m`, `2h`, `1d` → seconds (argparse type)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+    try:
+        value = float(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 30m, 2h)") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("the duration must be positive")
+    return value
+
+
+def _override(body: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """An override's body with its source (`cli:<user>`) and optional expiry."""
+    user = "".join(c for c in os.environ.get("USER", "") if c.isalnum() or c in "_.-")[:40]
+    body["source"] = f"cli:{user or 'unknown'}"
+    if args.ttl is not None:
+        body["ttl_s"] = args.ttl
+    return body
 
 
 def _client(args: argparse.Namespace) -> AdminClient:
@@ -123,13 +188,18 @@ def cmd_weights_set(args: argparse.Namespace) -> int:
         if not weight_ok(weights[vid]):
             print(f"error: weight of {vid!r} {WEIGHT_RULE}, got {value!r}", file=sys.stderr)
             return 2
-    return _run(args, "PUT", f"/admin/models/{args.model}/weights", {"weights": weights})
+    body = _override({"weights": weights}, args)
+    return _run(args, "PUT", f"/admin/models/{args.model}/weights", body)
 
 
 def cmd_canary(args: argparse.Namespace) -> int:
+    model = args.model or args.model_opt
+    if not model:
+        print("error: name the model (gateway canary ACTION MODEL)", file=sys.stderr)
+        return 2
     if args.action == "status":
-        return _run(args, "GET", f"/admin/models/{args.model}/canary")
-    return _run(args, "POST", f"/admin/models/{args.model}/canary/{args.action}")
+        return _run(args, "GET", f"/admin/models/{model}/canary")
+    return _run(args, "POST", f"/admin/models/{model}/canary/{args.action}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

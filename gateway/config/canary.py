@@ -16,7 +16,10 @@ class CanaryStep(Strict):
 
     weight: float = Field(gt=0, lt=100, description="The candidate's share of traffic, percent.")
     min_samples: int = Field(
-        500, ge=1, description="Candidate requests in the step before it may advance."
+        500,
+        ge=1,
+        description="Candidate requests in the step before it may advance; `validate` refuses"
+        " fewer than the sample-ratio check needs at `srm_alpha`.",
     )
     min_duration_s: float = Field(600.0, ge=0, description="Shortest time in the step.")
     max_duration_s: float = Field(
@@ -28,10 +31,18 @@ class CanaryAnalysis(Strict):
     """How the canary judges the candidate against the baseline (see docs/canary.md)."""
 
     alpha_harm: float = Field(
-        0.05, gt=0, lt=0.5, description="False-rollback level, split across the harm metrics."
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="False-rollback level, split across the harm metrics (errors, latency, TTFT)."
+        " `on_inconclusive: rollback` is outside it (its measured rate is in docs/canary.md).",
     )
     alpha_safe: float = Field(
-        0.05, gt=0, lt=0.5, description="Level of each non-inferiority (safety) test."
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="Level of each non-inferiority (safety) test; the error test splits it"
+        " between its relative and absolute routes.",
     )
     error_margin_rel: float = Field(
         1.5, gt=1, description="Non-inferior if the candidate's error rate < this × baseline's."
@@ -40,7 +51,8 @@ class CanaryAnalysis(Strict):
         0.005,
         ge=0,
         lt=1,
-        description="... or < baseline's + this (0 disables the absolute margin).",
+        description="... or < baseline's + this, allowing for the uncertainty in the baseline's"
+        " rate (0 disables the absolute margin).",
     )
     latency_margin_rel: float = Field(
         1.5, gt=1, description="Margin on the share of slow requests (above the baseline's pXX)."
@@ -48,8 +60,10 @@ class CanaryAnalysis(Strict):
     slow_percentile: float = Field(
         95.0, gt=50, lt=100, description="The baseline percentile that marks a request slow."
     )
-    metric: Literal["latency", "ttft", "none"] = Field(
-        "latency", description='What "slow" is measured on; `none` disables the tail test.'
+    metric: Literal["both", "latency", "ttft", "none"] = Field(
+        "both",
+        description='What "slow" is measured on: `both` judges latency and, on streamed traffic,'
+        " TTFT (α_harm split three ways); `none` disables the tail tests.",
     )
     warmup_requests: int = Field(
         50, ge=0, description="After each step change, excluded from the tail test only."
@@ -64,12 +78,17 @@ class CanaryGuardrails(Strict):
     """Hard limits outside the statistics."""
 
     consecutive_failures: int = Field(
-        5, ge=1, description="Candidate failures in a row that roll back."
+        5,
+        ge=1,
+        description="Candidate failures in a row that roll back (pause, reason `incident`, when"
+        " the baseline fails too in the same window).",
     )
     max_error_rate: float = Field(
         0.20, gt=0, le=1, description="Candidate error rate in the step that rolls back ..."
     )
-    min_requests: int = Field(20, ge=1, description="... once the step has this many requests.")
+    min_requests: int = Field(
+        20, ge=1, description="... once the step has this many requests (sessions, if sticky)."
+    )
 
 
 DEFAULT_STEPS = (
@@ -121,7 +140,11 @@ class Canary(Strict):
         "hold", description="At a step's `max_duration_s` without a decision: pause or roll back."
     )
     srm_alpha: float = Field(
-        1e-4, gt=0, lt=0.1, description="Level of the sample-ratio check (freezes the canary)."
+        1e-4,
+        gt=0,
+        lt=0.1,
+        description="Level of the sequential sample-ratio check (freezes the canary), valid under"
+        " continuous monitoring; it counts sessions with a sticky key.",
     )
     retry_across_arms: bool = Field(
         False,

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from gateway.canary.validate import validate_canary
-from gateway.config.base import WEIGHT_RULE, check_name, weight_ok
+from gateway.config.base import WEIGHT_RULE, check_http_url, check_name, weight_ok
 from gateway.config.canary import canary_settings
 from gateway.config.schema import MLFLOW_URI_ENV, GatewayConfig
 from gateway.config.yamlsource import Path
@@ -53,8 +53,14 @@ def _check_registry(
                 yield ("models", name, "registry"), "needs a top-level registry.mlflow block"
         return
     path: Path = ("registry", "mlflow")
-    if not mlflow.get("tracking_uri") and not environ.get(MLFLOW_URI_ENV):
+    from_env = environ.get(MLFLOW_URI_ENV)
+    if not mlflow.get("tracking_uri") and not from_env:
         yield (*path, "tracking_uri"), f"not set, and {MLFLOW_URI_ENV} is not set either"
+    elif not mlflow.get("tracking_uri") and from_env:
+        try:
+            check_http_url(from_env, MLFLOW_URI_ENV)
+        except ValueError as exc:
+            yield (*path, "tracking_uri"), str(exc)
     env = mlflow.get("token_env")
     if isinstance(env, str) and not environ.get(env):
         yield (*path, "token_env"), f"environment variable {env} is not set"

@@ -17,6 +17,16 @@ Progress between transitions stays in the leader's memory; a new leader replays 
 after the stored cursor (still in the metrics window) and reaches the same state, so a handover
 never doubles a step. Manual actions (`act`) go through the same compare-and-set from any
 replica. Store failures skip the tick: nothing advances while Redis is away.
+
+Beyond the judge's own actions, `act` knows two more:
+- `revert` (or `rollback` of a promoted canary): the baseline back as the promote alias's target
+  and the default route; the state becomes `rolled_back` with a `revert` decision record;
+- `restart`: a rolled-back pair runs again as a new rollout (`rollout` n+1, from step 0, the
+  cursor at the newest complete bucket). Every history record carries its rollout number; the
+  status shows the current rollout's records and keeps the earlier ones.
+
+A canary is never started anew where this replica remembers a state the store lost: the control
+plane re-writes it first (`gateway.control.recovery`).
 """
 
 from __future__ import annotations
@@ -30,9 +40,10 @@ from typing import Any, Protocol
 
 from gateway.canary import judge
 from gateway.canary.settings import CanarySettings
-from gateway.canary.state import CanaryState, DecisionRecord, Evidence
+from gateway.canary.state import Action, CanaryState, DecisionRecord, Evidence
 from gateway.config.canary import Canary, canary_settings
 from gateway.config.routes import Model
+from gateway.control.overrides import provenance, set_alias
 from gateway.control.plane import Conflict, ControlPlane
 from gateway.control.store import Value
 from gateway.errors import ClientError, StoreError
@@ -134,6 +145,9 @@ class CanaryController:
         stored = stored_canary(self._models()[name], value)
         now = self._clock()
         if stored is None:
+            if stored_canary(self._models()[name], self.plane.applied.get(name)) is not None:
+                await self.plane.poll()  # the store lost a state this replica applied: restore
+                return None
             await self._start(name, canary, settings, generation, value, now, bucket_s)
             return None
         held = self._held.get(name)
@@ -170,6 +184,7 @@ class CanaryController:
     ) -> None:
         state = replace(judge.initial_state(settings, now), cursor=self.evidence.done(bucket_s))
         new = {**(value or {}), "canary": state.to_dict(), "canary_id": canary_id(canary)}
+        new["rollout"] = 1
         if await self.plane.store.cas(name, generation, new):
             self._held[name] = state
             event(log, "canary_start", f"canary {name}: {canary_id(canary)} started", model=name)
@@ -178,13 +193,17 @@ class CanaryController:
     async def _commit(
         self, name: str, canary: Canary, generation: int, state: CanaryState, rec: DecisionRecord
     ) -> None:
+        alias = canary.promote_alias
+        yaml = self._models()[name].aliases.get(alias)
+
         def change(value: Value) -> Value:
+            if rec.action == "restart":
+                value["rollout"] = int(value.get("rollout", 1)) + 1
             value.update(canary=state.to_dict(), canary_id=canary_id(canary))
-            if state.status == "promoted":
-                value["aliases"] = {
-                    **(value.get("aliases") or {}),
-                    canary.promote_alias: canary.candidate,
-                }
+            target = {"promote": canary.candidate, "revert": canary.baseline}.get(rec.action)
+            if target is not None:  # the promote alias follows a promotion and its revert
+                source = "canary" if rec.action == "promote" else "revert"
+                value = set_alias(value, alias, target, provenance(source, rec.time, None, yaml))
             return value
 
         try:
@@ -218,7 +237,8 @@ class CanaryController:
             self._publisher.decided(name, rec)
 
     async def act(self, name: str, action: str, note: str = "") -> DecisionRecord:
-        """A manual `pause|resume|promote|rollback` from the admin API (any replica)."""
+        """A manual `pause|resume|promote|rollback|revert|restart` from the admin API (any
+        replica). `rollback` of a promoted canary is a `revert`."""
         model = self._models()[name]
         canary = model.routing.canary
         if canary is None:
@@ -228,12 +248,46 @@ class CanaryController:
         if state is None:
             raise NoCanary(f"the canary of {name!r} has not started yet")
         settings = canary_settings(canary)
-        new, record = MANUAL[action](settings, state, self._clock(), note)
+        now = self._clock()
+        bucket_s = self.evidence.bucket_s(canary.analysis.bucket_s)
+        if action == "rollback" and state.status == "promoted":
+            action = "revert"
+        if action in ("revert", "restart"):
+            new, record = self._rerun(settings, state, action, now, note, bucket_s)
+        else:
+            new, record = MANUAL[action](settings, state, now, note)
         if action == "resume":  # the new step window starts after what was already seen
-            bucket_s = self.evidence.bucket_s(canary.analysis.bucket_s)
             new = replace(new, cursor=max(new.cursor, self.evidence.done(bucket_s)))
         await self._commit(name, canary, generation, new, record)
         return record
+
+    def _rerun(
+        self,
+        settings: CanarySettings,
+        state: CanaryState,
+        action: str,
+        now: float,
+        note: str,
+        bucket_s: int,
+    ) -> tuple[CanaryState, DecisionRecord]:
+        """`revert` a promotion (the baseline back), or `restart` a rolled-back pair afresh."""
+        if action == "revert":
+            if state.status != "promoted":
+                raise judge.InvalidTransition(f"cannot revert a canary that is {state.status}")
+            new = replace(state, status="rolled_back", generation=state.generation + 1)
+            message = note or "promotion reverted: the baseline serves again"
+            return new, _record(settings, state, new, "revert", message, now)
+        if state.status != "rolled_back":
+            raise judge.InvalidTransition(
+                f"cannot restart a canary that is {state.status} (only a rolled-back one)"
+            )
+        new = replace(
+            judge.initial_state(settings, now),
+            generation=state.generation + 1,
+            cursor=self.evidence.done(bucket_s),
+        )
+        message = note or "the rolled-back pair runs again as a new rollout from step 0"
+        return new, _record(settings, state, new, "restart", message, now)
 
     async def guard(self, name: str, streak: int) -> DecisionRecord | None:
         """The local fast path: this replica saw `streak` candidate failures in a row (at or
@@ -285,5 +339,42 @@ class CanaryController:
             "canary_generation": state.generation if state else 0,
             "leader": name in self.leading,
             "snapshot": judge.snapshot(settings, live, now).to_dict() if live else None,
-            "history": await self.plane.history(name),
+            **self._rollouts(canary, value, await self.plane.history(name)),
+            "state_lost": self.plane.lost[-1] if self.plane.lost else None,
         }
+
+    def _rollouts(
+        self, canary: Canary, value: Value | None, history: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The current rollout's id and records; the earlier rollouts' records kept apart."""
+        number = int((value or {}).get("rollout", 1))
+        mine = [h for h in history if int(h.get("rollout", 1)) == number]
+        return {
+            "rollout": f"{canary_id(canary)}#{number}",
+            "history": mine,
+            "earlier_history": [h for h in history if int(h.get("rollout", 1)) != number],
+        }
+
+
+def _record(
+    settings: CanarySettings,
+    old: CanaryState,
+    new: CanaryState,
+    action: Action,
+    message: str,
+    now: float,
+) -> DecisionRecord:
+    """The decision record of a manual transition the judge does not make itself."""
+    return DecisionRecord(
+        time=now,
+        generation=new.generation,
+        action=action,
+        rule="manual",
+        status=new.status,
+        step_from=old.step,
+        step_to=new.step,
+        weight_from=judge.current_weight(settings, old),
+        weight_to=judge.current_weight(settings, new),
+        message=message,
+        snapshot=judge.snapshot(settings, old, now),
+    )

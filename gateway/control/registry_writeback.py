@@ -42,7 +42,7 @@ from gateway.runtime.overrides import canary_id, stored_canary
 
 log = logging.getLogger("gateway.registry")
 TICK_S = 1.0
-OUTCOMES = {"promoted": "promoted", "rolled_back": "rolled_back"}
+OUTCOMES = frozenset({"promoted", "rolled_back"})  # terminal canary states = outcome tags
 TAG = "gateway.rollout."
 
 
@@ -87,7 +87,7 @@ class RegistryWriteback:
                 continue
             if state.status not in OUTCOMES or name not in self.controller.leading:
                 continue
-            if await self._write(name, canary, arms, view, OUTCOMES[state.status]):
+            if await self._write(name, canary, arms, view, state.status):
                 done.append(name)
         return done
 

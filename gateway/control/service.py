@@ -43,12 +43,16 @@ def publish_applied(runtime: Runtime) -> None:
 
 
 class Control:
-    def __init__(self, plane: ControlPlane, controller: CanaryController) -> None:
+    def __init__(
+        self, plane: ControlPlane, controller: CanaryController, metrics: CanaryMetrics
+    ) -> None:
         self.plane = plane
         self.controller = controller
+        self._metrics = metrics
         self._tasks: list[asyncio.Task[None]] = []
         self._streaks: dict[str, int] = {}  # model → candidate failures in a row, this replica
         self._beside: dict[str, tuple[int, int]] = {}  # baseline (requests, failures) in that run
+        self._in_run: dict[str, set[str]] = {}  # sticky sessions already counted in that run
         self._guarding: set[str] = set()
 
     def observe(self, ex: Exchange) -> None:
@@ -61,6 +65,10 @@ class Control:
             return
         canary = self.plane.current.runtime.config.models[ex.model].routing.canary
         first = ex.attempts[0]
+        counter = self._metrics.attempts
+        for attempt in ex.attempts:
+            role = "evidence" if attempt is first and first.version == ex.assigned else "retry"
+            counter.labels(ex.model, attempt.version, role).inc()
         if canary is None or first.version != ex.assigned:
             return
         streak = self._streaks.get(ex.model, 0)
@@ -68,7 +76,7 @@ class Control:
         bad = first.outcome in VERSION_FAILURES
         if first.version == canary.candidate:
             seen, failed = (0, 0) if streak == 0 or not bad else (seen, failed)
-            streak = streak + 1 if bad else 0
+            streak = self._run(ex.model, streak, bad, ex.session)
         elif first.version == canary.baseline:
             seen, failed = seen + 1, failed + bad
         self._streaks[ex.model], self._beside[ex.model] = streak, (seen, failed)
@@ -80,6 +88,22 @@ class Control:
             self._guarding.add(ex.model)
             task = asyncio.get_running_loop().create_task(self._guard(ex.model, streak))
             self._tasks.append(task)
+
+    def _run(self, model: str, streak: int, bad: bool, session: str | None) -> int:
+        """The candidate's run after this evidence request; with a sticky key a session counts
+        once per run (one user's repeated failures are not the version's)."""
+        if not bad:
+            self._in_run.pop(model, None)
+            return 0
+        if not session:
+            return streak + 1
+        counted = self._in_run.setdefault(model, set())
+        if streak == 0:
+            counted.clear()
+        if session in counted:
+            return streak
+        counted.add(session)
+        return streak + 1
 
     async def _guard(self, model: str, streak: int) -> None:
         try:
@@ -93,6 +117,7 @@ class Control:
     async def start(self) -> None:
         try:
             await self.plane.poll()
+            await self._check_persistence()
         except StoreError as err:
             log.warning("control: initial read failed (%s); starting from the file config", err)
         loop = asyncio.get_running_loop()
@@ -100,6 +125,22 @@ class Control:
             loop.create_task(self.plane.run()),
             loop.create_task(self.controller.run()),
         ]
+
+    async def _check_persistence(self) -> None:
+        """Warn when canaries keep their decisions in a Redis that forgets them on restart."""
+        if self.plane.store.name != "redis" or not self.controller.canaries():
+            return
+        found = await self.plane.store.persistence()
+        if found is None:
+            log.info("control: could not read Redis persistence settings (CONFIG disabled?)")
+        elif found.get("appendonly") != "yes" and not found.get("save", "").strip():
+            log.warning(
+                "control: Redis has no persistence (appendonly=%s, save=%r): a Redis restart "
+                "loses canary decisions and overrides; the gateway then holds canaries paused "
+                "(state_lost). Run Redis with --appendonly yes (docs/operations.md)",
+                found.get("appendonly"),
+                found.get("save"),
+            )
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -132,4 +173,4 @@ def build_control(
         sync.clock.now,
         publisher=publisher,
     )
-    return Control(plane, controller)
+    return Control(plane, controller, publisher)

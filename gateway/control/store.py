@@ -16,6 +16,10 @@ model's keys in one Cluster slot, beside its metric buckets)::
     <prefix>:{<model>}:history   list: decision/audit records as JSON, oldest first (RPUSH+LTRIM)
     <prefix>:{<model>}:leader    string: the lease owner's id, SET NX PX; renewed by a Lua script
                                  only while the caller still owns it
+    <prefix>:control:epoch       string: a random id written once (SET NX) by the first replica;
+                                 every replica remembers it, so its absence or change later means
+                                 the shared state was lost (a Redis restart without persistence,
+                                 a flush, a failover to an empty replica)
     <prefix>:{admin}:session:<d> string "1" with the session's expiry (PX): a status-page session,
                                  keyed by the SHA-256 `d` of its id (never the id itself)
 
@@ -31,6 +35,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
+from gateway.errors import StoreError
 from gateway.infra.redis_client import bounded, close, connect
 
 T = TypeVar("T")
@@ -79,6 +84,15 @@ class ControlStore(Protocol):
         """Acquire or renew the lease `name` for `owner`; False while another owner holds it."""
         ...
 
+    async def epoch(self, create: str) -> str:
+        """The store's epoch id, set to `create` first if there is none (SET NX)."""
+        ...
+
+    async def persistence(self) -> dict[str, str] | None:
+        """What the store keeps across its own restart ({"appendonly", "save"}); None if
+        unknown (the memory backend, or CONFIG disabled)."""
+        ...
+
     async def put_session(self, digest: str, ttl_s: float) -> None:
         """Remember the admin session with this id digest for `ttl_s` seconds."""
         ...
@@ -110,6 +124,7 @@ class MemoryControl:
         self._values: dict[str, Value] = {}
         self._history: dict[str, list[str]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
+        self._epoch: str | None = None
         self._sessions: dict[str, float] = {}  # digest → expiry, oldest first
         self._clock = clock
 
@@ -141,6 +156,21 @@ class MemoryControl:
             return False
         self._leases[name] = (owner, now + ttl_s)
         return True
+
+    async def epoch(self, create: str) -> str:
+        if self._epoch is None:
+            self._epoch = create
+        return self._epoch
+
+    async def persistence(self) -> dict[str, str] | None:
+        return None
+
+    def lose(self) -> None:
+        """Forget everything, as a Redis restart without persistence would (for tests)."""
+        self._values.clear()
+        self._history.clear()
+        self._leases.clear()
+        self._epoch = None
 
     async def put_session(self, digest: str, ttl_s: float) -> None:
         now = self._clock()
@@ -204,6 +234,25 @@ class RedisControl:
         ms = max(int(ttl_s * 1000), 1)
         got = await self._bounded(self._lease(keys=[self.key(name, "leader")], args=[owner, ms]))
         return bool(got)
+
+    async def epoch(self, create: str) -> str:
+        key = f"{self._prefix}:control:epoch"
+        pipe = self._client.pipeline(transaction=False)
+        pipe.set(key, create, nx=True)
+        pipe.get(key)
+        _, raw = await self._bounded(pipe.execute())
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def persistence(self) -> dict[str, str] | None:
+        out = {}
+        try:
+            for name in ("appendonly", "save"):
+                reply = await self._bounded(self._client.config_get(name))
+                value = reply.get(name, reply.get(name.encode(), ""))
+                out[name] = value.decode() if isinstance(value, bytes) else str(value)
+        except StoreError:  # CONFIG renamed or disabled (managed Redis): unknown
+            return None
+        return out
 
     def _session(self, digest: str) -> str:
         return f"{self._prefix}:{{admin}}:session:{digest}"

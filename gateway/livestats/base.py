@@ -9,6 +9,8 @@ map in memory and in a Redis hash). Field names:
     t:<i>         time-to-first-byte histogram of successful attempts
     tp, tc        prompt / completion tokens from `usage`
     s:<ms>        successful attempts slower than <ms> (one field per configured threshold)
+    u:<session>   canary evidence with a sticky key (`#canary` series only): requests of that
+    x:<session>   session, and its failures; `u:-` / `x:-` count requests without a key
 
 Only upstream-caused outcomes (exchange.VERSION_FAILURES) count against a version; client
 errors, client cancellations and upstream 429s are counted under their own outcome and enter no
@@ -36,6 +38,8 @@ OUTCOME = "o:"
 LATENCY = "l:"
 TTFT = "t:"
 SLOW = "s:"
+SESSION = "u:"
+SESSION_FAILED = "x:"
 ANALYSIS_TAG = "#canary"  # series suffix of canary-analysis attempts (also in the plain series)
 RETRY_TAG = "#retry"  # series suffix of canary-split attempts that are not evidence (retries)
 SHADOW_TAG = "#shadow"  # series suffix of shadow copies (only there: never the version's own)
@@ -79,6 +83,15 @@ def window_starts(now: float, bucket_s: int, window_s: int) -> list[int]:
     last = bucket_start(now, bucket_s)
     first = bucket_start(now - window_s, bucket_s) + bucket_s
     return list(range(first, last + 1, bucket_s))
+
+
+def add_session(fields: Fields, session: str, failed: bool) -> None:
+    """Count one evidence request of a sticky session ("" = no key) and whether it failed."""
+    name = SESSION + (session or "-")
+    fields[name] = fields.get(name, 0) + 1
+    if failed:
+        name = SESSION_FAILED + (session or "-")
+        fields[name] = fields.get(name, 0) + 1
 
 
 def add_attempt(fields: Fields, attempt: Attempt, slow_ms: Sequence[int]) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from gateway.config.schema import Store
 from gateway.errors import StoreError
-from gateway.exchange import Attempt, Exchange
+from gateway.exchange import VERSION_FAILURES, Attempt, Exchange
 from gateway.infra.breaker import Breaker
 from gateway.infra.clock import SharedClock
 from gateway.livestats.base import (
@@ -38,6 +38,7 @@ from gateway.livestats.base import (
     Fields,
     MetricsStore,
     add_attempt,
+    add_session,
     attempts_in,
     bucket_start,
     merge_batch,
@@ -96,6 +97,7 @@ class StoreSync:
             self.record(ex.model, ex.attempts)
             return
         first = ex.attempts[0]
+        full = self._buffered >= self.settings.buffer_size  # then record() drops it all
         if len(ex.attempts) == 1 and first.version == ex.assigned:
             self.record(ex.model, ex.attempts, ANALYSIS_TAG)  # the common case: one attempt
         elif first.version == ex.assigned:
@@ -103,6 +105,11 @@ class StoreSync:
             self.record(ex.model, ex.attempts[1:], RETRY_TAG, count=False)
         else:
             self.record(ex.model, ex.attempts, RETRY_TAG)
+            return
+        if ex.session is not None and not full:  # a sticky split: the unit is the session
+            start = bucket_start(self.clock.now(), self.settings.bucket_s)
+            fields = _bucket(self._batch, (ex.model, first.version + ANALYSIS_TAG, start))
+            add_session(fields, ex.session, first.outcome in VERSION_FAILURES)
 
     def record(
         self, model: str, attempts: Sequence[Attempt], tag: str = "", count: bool = True

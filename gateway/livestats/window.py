@@ -35,6 +35,8 @@ from gateway.livestats.base import (
     OUTCOME,
     PROMPT_TOKENS,
     REQUESTS,
+    SESSION,
+    SESSION_FAILED,
     SLOW,
     TTFT,
     Fields,
@@ -44,7 +46,9 @@ from gateway.livestats.histogram import Histogram
 FAILURE_CLASSES = (UPSTREAM_ERROR, TIMEOUT, CONNECT_ERROR, STREAM_CUT)
 CLIENT_CLASSES = (CLIENT_ERROR, CLIENT_CANCEL, RATE_LIMITED)
 MIN_SPAN_S = 1.0
-_OUTCOME, _LATENCY, _TTFT, _SLOW = (p.removesuffix(":") for p in (OUTCOME, LATENCY, TTFT, SLOW))
+_OUTCOME, _LATENCY, _TTFT, _SLOW, _SESSION, _SESSION_FAILED = (
+    p.removesuffix(":") for p in (OUTCOME, LATENCY, TTFT, SLOW, SESSION, SESSION_FAILED)
+)
 WINDOW_QS = (0.50, 0.95, 0.99)  # the percentiles `WindowStats` carries precomputed (ascending)
 
 
@@ -58,6 +62,8 @@ class BucketStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     slow: Mapping[int, int] = field(default_factory=dict)
+    sessions: Mapping[str, int] = field(default_factory=dict)  # sticky canary evidence only
+    failed_sessions: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, start: int, fields: Fields) -> BucketStats:
@@ -65,6 +71,8 @@ class BucketStats:
         bucket of every series on each refresh)."""
         outcomes: dict[str, int] = {}
         slow: dict[int, int] = {}
+        sessions: dict[str, int] = {}
+        failed: dict[str, int] = {}
         latency, ttft = Histogram(), Histogram()
         lat, lat_get = latency.counts, latency.counts.get
         tt, tt_get = ttft.counts, ttft.counts.get
@@ -84,6 +92,10 @@ class BucketStats:
                 outcomes[arg] = count
             elif kind == _SLOW and arg.isdigit():
                 slow[int(arg)] = count
+            elif kind == _SESSION:
+                sessions[arg] = count
+            elif kind == _SESSION_FAILED:
+                failed[arg] = count
         return cls(
             start,
             fields.get(REQUESTS, 0),
@@ -93,6 +105,8 @@ class BucketStats:
             fields.get(PROMPT_TOKENS, 0),
             fields.get(COMPLETION_TOKENS, 0),
             slow,
+            sessions,
+            failed,
         )
 
     @property

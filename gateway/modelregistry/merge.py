@@ -109,7 +109,7 @@ def _routing(
 
 
 def _only(routing: Routing, versions: dict[str, Version], target: str | None) -> Routing:
-    """All default traffic to `target` (the others stay registered, weight 0, as fallbacks)."""
+    """All default traffic to `target` (the others stay registered at weight 0: pinnable, idle)."""
     if target is None or target not in versions:
         target = next(iter(versions), None)
     weights = {vid: 1.0 if vid == target else 0.0 for vid in versions}

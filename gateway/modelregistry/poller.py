@@ -14,7 +14,7 @@ Faults never reach clients:
   version goes on serving; the refusal is reported); a model the registry says does not exist
   keeps its previous view too;
 - a view `apply` refuses (it would not route: `ConfigError`) is not adopted;
-- with `cache_path`, every adopted view is written there (atomically) and read at start, so a
+- with `cache_path`, every adopted view is written there and read at start (`cache`), so a
   restart while the registry is down serves the last view.
 
 `status()` is what `GET /admin/registry` and `gateway registry status` show.
@@ -23,9 +23,7 @@ Faults never reach clients:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +32,7 @@ from typing import Any
 from gateway.config.routes import ModelRegistry
 from gateway.config.schema import Mlflow
 from gateway.errors import ConfigError, RegistryError, RegistryNotFound
+from gateway.modelregistry import cache
 from gateway.modelregistry.client import MlflowClient
 from gateway.modelregistry.view import ModelView, RegistryView, model_view
 from gateway.observability.logs import event
@@ -104,8 +103,10 @@ class RegistryPoller:
         return self.adopt(view)
 
     def adopt(self, view: RegistryView) -> bool:
-        """Apply `view` unless it is the one in use; a view that cannot be routed is refused."""
-        if self.view is not None and view.to_dict() == self.view.to_dict():
+        """Apply `view` unless it says what the one in use says (then only its read times are
+        kept, for the status); a view that cannot be routed is refused."""
+        if view.same_as(self.view):
+            self.view = view
             return False
         try:
             self._apply(view)
@@ -119,7 +120,7 @@ class RegistryPoller:
         self.view = view
         for name, mv in view.models.items():
             self._metrics.counts(name, len(mv.routable), len(mv.refused))
-        self._save(view)
+        cache.save(self.settings.cache_path, view)
         event(log, "registry_view", "registry: new view applied", models=sorted(view.models))
         return True
 
@@ -196,30 +197,8 @@ class RegistryPoller:
         return run
 
     def load_cache(self) -> RegistryView | None:
-        """The view saved by an earlier process (None: no cache, or an unreadable one)."""
-        path = self.settings.cache_path
-        if not path:
-            return None
-        try:
-            with open(path, encoding="utf-8") as fh:
-                return RegistryView.from_dict(json.load(fh))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("registry: ignoring the cache %s (%s)", path, exc)
-            return None
-
-    def _save(self, view: RegistryView) -> None:
-        path = self.settings.cache_path
-        if not path:
-            return
-        tmp = f"{path}.tmp.{os.getpid()}"
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(view.to_dict(), fh)
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("registry: cannot write the cache %s (%s)", path, exc)
+        """The view an earlier process saved at `cache_path`, if any."""
+        return cache.load(self.settings.cache_path)
 
     def status(self) -> dict[str, Any]:
         """What was read, when, and which versions were refused and why."""

@@ -82,7 +82,7 @@ class ModelView:
         say so in their metadata."""
         flag = {"registry_warning": reason}
         versions = tuple(
-            v if v.refused else replace(v, metadata={**v.metadata, **flag}) for v in self.versions
+            v if v.refused else replace(v, metadata={**flag, **v.metadata}) for v in self.versions
         )
         return replace(self, versions=versions, warning=reason)
 
@@ -114,6 +114,15 @@ class RegistryView:
 
     def to_dict(self) -> dict[str, Any]:
         return {"models": {name: m.to_dict() for name, m in self.models.items()}}
+
+    def same_as(self, other: RegistryView | None) -> bool:
+        """The same versions, aliases and refusals (when each was read aside)."""
+        if other is None or self.models.keys() != other.models.keys():
+            return False
+        return all(
+            replace(m, read_at=0.0) == replace(other.models[n], read_at=0.0)
+            for n, m in self.models.items()
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RegistryView:
@@ -177,15 +186,15 @@ def _version(
     if not url and settings.url_template:
         url = settings.url_template.replace("{version}", vid)
     upstream_model = tags.get(settings.tags.upstream_model) or registered
-    metadata = {
-        "registry": "mlflow",
-        "registered_model": registered,
+    metadata = {  # the most telling first: the status page shows the first few
+        **(_lineage(run, experiments) if run is not None else {}),
+        "created": _iso(raw.get("creation_timestamp")),
         "description": raw.get("description") or "",
         "source": raw.get("source") or "",
-        "created": _iso(raw.get("creation_timestamp")),
         "status": status,
+        "registry": "mlflow",
+        "registered_model": registered,
         "version_tags": tags,
-        **(_lineage(run, experiments) if run is not None else {}),
     }
     refused = _refusal(status, url, allowed_upstreams)
     if url is not None and refused is None:
@@ -222,17 +231,17 @@ def _lineage(run: Mapping[str, Any], experiments: Mapping[str, str]) -> dict[str
     experiment_id = str(info.get("experiment_id") or "")
     return {
         "run_id": info.get("run_id") or "",
+        "code_version": tags.get(COMMIT_TAG, ""),
         "run_name": info.get("run_name") or tags.get("mlflow.runName", ""),
-        "experiment_id": experiment_id,
         "experiment": experiments.get(experiment_id, ""),
+        "experiment_id": experiment_id,
+        "user": info.get("user_id") or tags.get("mlflow.user", ""),
         "start_time": _iso(info.get("start_time")),
         "end_time": _iso(info.get("end_time")),
-        "user": info.get("user_id") or tags.get("mlflow.user", ""),
         "run_status": info.get("status") or "",
         "params": _pairs(data.get("params"), "run params"),
         "metrics": metrics,
         "tags": tags,
-        "code_version": tags.get(COMMIT_TAG, ""),
     }
 
 

@@ -5,6 +5,9 @@
     gateway_canary_state{model,state}                1 for the current state, 0 for the others
     gateway_canary_evalue{model,metric,test}         metric errors|latency, test harm|safety
     gateway_canary_decisions_total{model,action,rule}
+    gateway_canary_attempts_total{model,version,role}  role evidence|retry (never judged)
+    gateway_canary_state_lost{model}                 1 while held paused after a state loss
+    gateway_control_state_lost_total                 losses of the shared control state seen
     gateway_shadow_requests_total{model,version,outcome}
 
 Label values come from the config (model, version) or closed sets (state, action, rule, outcome).
@@ -35,6 +38,21 @@ class CanaryMetrics:
         self.decisions = x.counter(
             "gateway_canary_decisions_total", "Canary transitions", ("model", "action", "rule")
         )
+        self.attempts = x.counter(
+            "gateway_canary_attempts_total",
+            "Attempts of canary-split requests: evidence (the assigned first attempt) or retry",
+            ("model", "version", "role"),
+        )
+        self.state_lost = x.gauge(
+            "gateway_canary_state_lost",
+            "1 while the canary is held paused because the shared control state was lost",
+            ("model",),
+        )
+        self.control_lost = x.counter(
+            "gateway_control_state_lost_total",
+            "Times this replica found the shared control state lost and re-wrote it",
+            (),
+        ).labels()
         self.shadow = x.counter(
             "gateway_shadow_requests_total",
             "Shadow copies by outcome (dropped: the in-flight bound was full)",
@@ -48,6 +66,8 @@ class CanaryMetrics:
         self.weight.labels(model).set(judge.current_weight(settings, state))
         for name in STATES:
             self.state.labels(model, name).set(1.0 if state.status == name else 0.0)
+        lost = state.status == "paused" and state.pause_reason == "state_lost"
+        self.state_lost.labels(model).set(1.0 if lost else 0.0)
         if now is None:
             return
         snap = judge.snapshot(settings, state, now)

@@ -358,9 +358,12 @@ class ProxyEndpoint:
             ex.routing_reason = "pinned"
             return (target.pinned.id,)
         model = target.model
-        plan = model.policy.plan(RequestContext(headers, payload, ex.client), self._rng)
+        ctx = RequestContext(headers, payload, ex.client)
+        plan = model.policy.plan(ctx, self._rng)
         ex.routing_reason = plan.reason
         ex.assigned = plan.versions[0]
+        if plan.reason == "canary":  # sticky canaries count sessions as their unit of evidence
+            ex.session = model.policy.session(ctx)
         ordered = model.serving(
             ex.path, attempt_order(plan.versions[0], plan.versions, model.fallback)
         )
@@ -374,10 +377,9 @@ class ProxyEndpoint:
 
 def _check_served(target: Target, path: str) -> None:
     """404 unless the pinned version (or, unpinned, some version) serves `path`."""
-    served = target.model.paths if target.pinned is None else target.pinned.urls
-    if path not in served:
-        who = target.model.name if target.pinned is None else f"{target.model.name}@"
-        who += target.pinned.id if target.pinned is not None else ""
+    model, pinned = target.model, target.pinned
+    if path not in (model.paths if pinned is None else pinned.urls):
+        who = model.name if pinned is None else f"{model.name}@{pinned.id}"
         raise NotFound(
             f"{path} is not offered by {who!r} (its upstream.endpoints do not list it)",
             code="endpoint_not_supported",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 from starlette.types import Message, Send
@@ -107,14 +106,14 @@ class Capture:
             self._ok = message["status"] == 200
         elif self._ok and self.rid is None and self._searched < CAPTURE_MESSAGES:
             self._searched += 1
-            self._learn(message, message.get("more_body", False))
+            self._learn(message.get("body", b""))
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             await self.settle()
         await self._send(message)
 
-    def _learn(self, message: Message, streaming: Any) -> None:
-        body: bytes = message.get("body", b"")
-        rid = _event_id(body) if streaming or self._ex.stream else response_id(body)
+    def _learn(self, body: bytes) -> None:
+        """The id from the first stream event(s) or the whole JSON answer, written at once."""
+        rid = _event_id(body) if self._ex.stream else response_id(body)
         if rid is None or self._ex.version is None:
             return
         self.rid = rid

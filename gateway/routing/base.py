@@ -31,6 +31,10 @@ class RequestContext:
 class Policy(Protocol):
     def plan(self, ctx: RequestContext, rng: Random) -> RoutePlan: ...
 
+    def session(self, ctx: RequestContext) -> str | None:
+        """The request's sticky session (a hash; "" without a key), None when not sticky."""
+        ...
+
     def weights(self) -> dict[str, float]:
         """The share (0–1) of new traffic each version gets now."""
         ...

@@ -168,6 +168,9 @@ class PerformancePolicy:
     def plan(self, ctx: RequestContext, rng: Random) -> RoutePlan:
         return self._table.plan(ctx, rng)
 
+    def session(self, ctx: RequestContext) -> str | None:
+        return None  # not a canary split: no evidence unit
+
     def weights(self) -> dict[str, float]:
         return dict(self._weights)
 

@@ -35,5 +35,8 @@ class RuledPolicy:
                 return plan
         return self._inner.plan(ctx, rng)
 
+    def session(self, ctx: RequestContext) -> str | None:
+        return self._inner.session(ctx)
+
     def weights(self) -> dict[str, float]:
         return self._inner.weights()

@@ -59,5 +59,13 @@ class WeightedPolicy:
         index = bisect_right(self._cumulative, u * self._total)
         return self._plans[min(index, len(self._plans) - 1)]
 
+    def session(self, ctx: RequestContext) -> str | None:
+        """The request's sticky session as a short hash, "" without a key, None when the
+        split is not sticky (what canary evidence counts as its unit)."""
+        if self._key_of is None:
+            return None
+        key = self._key_of(ctx)
+        return "" if key is None else f"{point(self._salt, key):.12f}"[2:]
+
     def weights(self) -> dict[str, float]:
         return dict(self._shares)

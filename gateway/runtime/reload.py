@@ -3,8 +3,11 @@
 A new config is validated whole (the same `load_config` as start-up) and swapped in atomically;
 a bad one is rejected with its reasons (returned to the admin caller, logged, counted in
 `gateway_config_reloads_total{result="rejected"}`) and the running config stays. Requests in
-flight finish on the config they started with (they hold their own `Runtime`). `listen` and
-`store` are read at start-up only; a reload that changes them says so and keeps the old ones.
+flight finish on the config they started with (they hold their own `Runtime`). `listen`,
+`store` and `registry` are read at start-up only; a reload that changes them says so and keeps
+the old ones (the per-model `registry` blocks do follow reloads). It also notes every operator
+override that hides a value the file changed (the override still wins until it is cleared or
+expires).
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.observability.logs import event
 from gateway.runtime.current import Current
+from gateway.runtime.overrides import shadowed
 
 log = logging.getLogger("gateway.reload")
+RESTART_KEYS = ("listen", "store", "registry")  # read at start-up only
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,8 @@ class Reloader:
         running = old.file_config
         try:
             loaded = load_config(self._path, self._environ)
-            cfg = loaded.model_copy(update={"listen": running.listen, "store": running.store})
+            kept = {key: getattr(running, key) for key in RESTART_KEYS}
+            cfg = loaded.model_copy(update=kept)
             runtime = old.rebuilt(environ, cfg=cfg)  # keeps the overrides and the registry view
         except ConfigError as err:
             old.metrics.reloads.labels("rejected").inc()
@@ -62,9 +68,10 @@ class Reloader:
             return ReloadResult(False, old.revision, tuple(err.problems))
         notes = tuple(
             f"{key} changes need a restart (kept the running value)"
-            for key in ("listen", "store")
+            for key in RESTART_KEYS
             if getattr(loaded, key) != getattr(running, key)
         )
+        notes += tuple(shadowed(running, cfg, old.overrides))
         self._current.swap(runtime)
         old.metrics.reloads.labels("applied").inc()
         event(

@@ -118,8 +118,9 @@ def admin_router(
     )
     async def session(request: Request) -> Response:
         response = Response(status_code=204)
-        secure = current.runtime.config.admin.secure_cookie == "always"
-        auth.sessions.cookie(response, await auth.sessions.start(), secure or _https(request))
+        always = current.runtime.config.admin.secure_cookie == "always"
+        secure = always or request.url.scheme == "https"
+        auth.sessions.cookie(response, await auth.sessions.start(), secure)
         return response
 
     @router.get(
@@ -135,10 +136,6 @@ def admin_router(
     outer.include_router(router)
     _logout_route(outer, auth)
     return outer
-
-
-def _https(request: Request) -> bool:
-    return request.url.scheme == "https"
 
 
 def _logout_route(router: APIRouter, auth: AdminAuth) -> None:

@@ -44,6 +44,8 @@ K8S = DEPLOY / "k8s"
 KNOWN_METRICS = frozenset(
     {
         "gateway_requests_total",
+        "gateway_canary_state_lost",
+        "gateway_control_state_lost_total",
         "gateway_request_duration_seconds_bucket",
         "gateway_ttft_seconds_bucket",
         "gateway_overhead_seconds_bucket",
@@ -65,12 +67,18 @@ KNOWN_METRICS = frozenset(
         "gateway_canary_state",
         "gateway_canary_evalue",
         "gateway_canary_decisions_total",
+        "gateway_registry_up",
+        "gateway_registry_last_sync_timestamp_seconds",
+        "gateway_registry_errors_total",
+        "gateway_registry_versions",
+        "gateway_registry_writebacks_total",
     }
 )
 # Outcomes that count against a version; every query that selects failures must use exactly these.
 VERSION_FAILURES = {"upstream_error", "timeout", "connect_error", "stream_cut"}
 REQUIRED_ALERTS = {
     "GatewayCanaryHarmed",
+    "GatewayControlStateLost",
     "GatewayVersionErrorRateHigh",
     "GatewayStoreDown",
     "GatewayConfigReloadFailing",
@@ -445,6 +453,7 @@ def test_k8s_manifest_kinds() -> None:
             ("apps/v1", "Deployment", "llm-gateway-redis"),
             ("v1", "Service", "llm-gateway"),
             ("v1", "Service", "llm-gateway-redis"),
+            ("v1", "PersistentVolumeClaim", "llm-gateway-redis-data"),
             ("policy/v1", "PodDisruptionBudget", "llm-gateway"),
             ("autoscaling/v2", "HorizontalPodAutoscaler", "llm-gateway"),
         ]
@@ -512,13 +521,22 @@ def test_selectors_match_the_gateway_pods() -> None:
     assert k8s_object("PodDisruptionBudget", "llm-gateway")["spec"].get("maxUnavailable") == 1
 
 
-def test_redis_is_unprivileged_and_unpersisted() -> None:
+def test_redis_is_unprivileged_and_persists_the_control_state() -> None:
+    """Issue 13: a Redis restart must not undo canary decisions or operator overrides."""
     pod = k8s_object("Deployment", "llm-gateway-redis")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert all("persistentVolumeClaim" not in v for v in pod["volumes"])
-    assert "--appendonly" in container["args"]
+    args = container["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    (data,) = [v for v in pod["volumes"] if v["name"] == "data"]
+    claim = data["persistentVolumeClaim"]["claimName"]
+    assert k8s_object("PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
+    redis = compose()["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert any(v.endswith(":/data") for v in redis["volumes"])
 
 
 def test_kustomize_renders() -> None:

@@ -50,7 +50,7 @@ def test_scrape_is_valid_and_covers_dashboards_and_alerts(
                         "steps": [
                             {
                                 "weight": 10,
-                                "min_samples": 10,
+                                "min_samples": 70,  # validate: srm_floor at 10 % is 65
                                 "min_duration_s": 1,
                                 "max_duration_s": 120,
                             }

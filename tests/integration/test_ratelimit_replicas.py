@@ -71,6 +71,12 @@ async def drive(bases: list[str]) -> tuple[dict[str, int], dict[str, list[int]],
     return admitted, waits, time.monotonic() - started
 
 
+def fallback_lines(base: str) -> list[str]:
+    """The replica's `gateway_ratelimit_fallback_total` series (to explain a miss)."""
+    text = httpx.get(base + "/metrics").text
+    return [line for line in text.splitlines() if line.startswith("gateway_ratelimit_fallback")]
+
+
 def test_limits_hold_across_replicas(mocks: tuple[Mock, Mock], workdir: Path) -> None:
     with (
         redis_server(workdir / "rl") as redis,
@@ -78,7 +84,9 @@ def test_limits_hold_across_replicas(mocks: tuple[Mock, Mock], workdir: Path) ->
         gateway(config(mocks[0], redis.url), workdir) as two,
     ):
         admitted, waits, elapsed = asyncio.run(drive([one.base, two.base]))
+        fallbacks = [fallback_lines(g.base) for g in (one, two)]
     print(f"\nelapsed {elapsed:.1f}s admitted {admitted} 429s {[len(w) for w in waits.values()]}")
+    print(f"fallbacks per replica: {fallbacks}")
     for kid, (_, rpm) in KEYS.items():
         ceiling = rpm + math.ceil((elapsed + 1) * rpm / 60)  # burst + the steady rate meanwhile
         assert rpm - 0.01 * rpm <= admitted[kid] <= ceiling + 0.01 * rpm, (

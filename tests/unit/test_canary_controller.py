@@ -27,8 +27,8 @@ CANARY = GOOD.replace(
         candidate: v2
         analysis: {bucket_s: 1, warmup_requests: 0, warmup_s: 0, metric: none}
         steps:
-          - {weight: 10, min_samples: 30, min_duration_s: 2, max_duration_s: 120}
-          - {weight: 50, min_samples: 30, min_duration_s: 2, max_duration_s: 120}
+          - {weight: 10, min_samples: 70, min_duration_s: 2, max_duration_s: 120}
+          - {weight: 50, min_samples: 70, min_duration_s: 2, max_duration_s: 120}
 """,
 )
 
@@ -216,3 +216,27 @@ async def test_local_fast_path_holds_off_when_the_baseline_fails_too() -> None:
     await asyncio.gather(*control._tasks[-1:])
     status = await control.controller.status("chat")
     assert status["state"] == "rolled_back"
+
+
+async def test_local_fast_path_counts_a_sticky_session_once_per_run() -> None:
+    from gateway.exchange import UPSTREAM_ERROR, Attempt, Exchange
+
+    clock, store = [1000.0], MemoryControl(lambda: 0.0)
+    app = build(store, clock, 0.0)
+    control = app.parts.control
+    await run(app, clock, 1)
+
+    def failure(session: str) -> Exchange:
+        ex = Exchange("r", "/v1/chat/completions", 0.0, "chat", routing_reason="canary")
+        ex.assigned, ex.session = "v2", session
+        ex.attempts.append(Attempt("v2", 0.0, False, UPSTREAM_ERROR))
+        return ex
+
+    started = len(control._tasks)
+    for _ in range(20):  # one heavy user whose requests all fail: not the version's fault
+        control.observe(failure("heavy"))
+    assert len(control._tasks) == started and control._streaks["chat"] == 1
+    for user in ("u1", "u2", "u3", "u4"):  # five distinct sessions failing in a row
+        control.observe(failure(user))
+    await asyncio.gather(*control._tasks[started:])
+    assert (await control.controller.status("chat"))["state"] == "rolled_back"

@@ -280,3 +280,36 @@ async def test_config_endpoint_changes_knobs() -> None:
         r = await call(app, "/mock/config", bad)
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_config"
     assert app.settings.error_rate == 1.0
+
+
+async def test_responses_api_is_stateful_and_ids_name_the_mock() -> None:
+    app = MockUpstream(MockSettings(model="up-one"))
+    created = (await call(app, "/v1/responses", {"model": "m", "input": "hi"})).json()
+    assert created["id"].startswith("resp_up-one_") and created["object"] == "response"
+    assert created["usage"]["output_tokens"] == 8
+    follow = {"model": "m", "input": "more", "previous_response_id": created["id"]}
+    assert (await call(app, "/v1/responses", follow)).json()["previous_response_id"] == created[
+        "id"
+    ]
+    unknown = await call(app, "/v1/responses", {**follow, "previous_response_id": "resp_other"})
+    assert unknown.status_code == 404
+    by_id = f"/v1/responses/{created['id']}"
+    assert (await call(app, by_id, method="GET")).json()["id"] == created["id"]
+    items = (await call(app, by_id + "/input_items", method="GET")).json()
+    assert items["data"][0]["content"] == "hi"
+    assert (await call(app, by_id + "/cancel")).json()["status"] == "cancelled"
+    assert (await call(app, by_id, method="DELETE")).json()["deleted"] is True
+    assert (await call(app, by_id, method="GET")).status_code == 404
+    assert (await call(app, by_id, method="PUT")).status_code == 405
+
+
+async def test_responses_stream_is_typed_and_ends_completed() -> None:
+    app = MockUpstream(MockSettings(model="up-one"))
+    resp = await call(app, "/v1/responses", {"model": "m", "input": "hi", "stream": True})
+    events = [e for e in resp.text.split("\n\n") if e]
+    kinds = [e.split("\n")[0].removeprefix("event: ") for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert kinds.count("response.output_text.delta") == 8
+    assert "[DONE]" not in resp.text
+    cut = await call(app, "/v1/responses", {"model": "m", "stream": True}, fault="cut:3")
+    assert cut.text.count("event: ") == 3 and "response.completed" not in cut.text

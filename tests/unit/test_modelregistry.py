@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 
+from gateway.canary import judge
 from gateway.config import parse_config
+from gateway.config.canary import canary_settings
 from gateway.config.routes import ModelRegistry
 from gateway.config.schema import GatewayConfig, Mlflow
+from gateway.control.controller import CanaryController
+from gateway.control.plane import ControlPlane
+from gateway.control.registry_writeback import RegistryWriteback
+from gateway.control.store import MemoryControl
 from gateway.errors import ConfigError, RegistryError, RegistryNotFound
 from gateway.modelregistry.client import MlflowClient
 from gateway.modelregistry.merge import resolve
 from gateway.modelregistry.poller import RegistryPoller
 from gateway.modelregistry.view import RegistryView, allowed, model_view
 from gateway.observability.metrics import Metrics
+from gateway.runtime.current import Current
+from gateway.runtime.overrides import canary_id
+from gateway.runtime.snapshot import Runtime
 from tests.support import ManualClock
 
 OK_URL = "http://chat-1.models.svc:8000/v1"
@@ -37,6 +47,7 @@ class FakeMlflow:
         self.page = 2
         self.calls: list[str] = []
         self.headers: list[httpx.Headers] = []
+        self.fail_writes = False
 
     def add(self, vid: str, url: str | None = OK_URL, status: str = "READY", **extra: Any) -> None:
         tags = [{"key": "serving_url", "value": url}] if url else []
@@ -72,9 +83,27 @@ class FakeMlflow:
                 if run
                 else _error(404, "RESOURCE_DOES_NOT_EXIST")
             )
+        if request.method in ("POST", "DELETE"):
+            return self.write(path, request.method, json.loads(request.content))
         if path == "/experiments/get":
             return httpx.Response(200, json={"experiment": {"name": "exp-" + q["experiment_id"]}})
         return _error(404, "ENDPOINT_NOT_FOUND")
+
+    def write(self, path: str, method: str, body: dict[str, Any]) -> httpx.Response:
+        if self.fail_writes:
+            return _error(503, "TEMPORARILY_UNAVAILABLE")
+        if path == "/model-versions/set-tag":
+            tags = self.versions[body["version"]]["tags"]
+            tags[:] = [t for t in tags if t["key"] != body["key"]]
+            tags.append({"key": body["key"], "value": body["value"]})
+        elif path == "/registered-models/alias" and method == "POST":
+            self.aliases[body["alias"]] = body["version"]
+        elif path == "/registered-models/alias":
+            self.aliases.pop(body["alias"], None)
+        return httpx.Response(200, json={})
+
+    def tag(self, vid: str, key: str) -> str | None:
+        return next((t["value"] for t in self.versions[vid]["tags"] if t["key"] == key), None)
 
     def client(self, token: str | None = None) -> MlflowClient:
         return MlflowClient(
@@ -270,6 +299,18 @@ def test_registry_config_problems(text: str, fragment: str) -> None:
     assert any(fragment in p for p in err.value.problems), err.value.problems
 
 
+def test_the_tracking_uri_from_the_environment_is_checked_too() -> None:
+    text = BASE.replace('tracking_uri: "http://mlflow:5000", ', "")
+    with pytest.raises(ConfigError, match="must not carry credentials"):
+        parse_config(text, {"MLFLOW_TRACKING_URI": "http://user:pw@mlflow:5000"})
+    cfg = parse_config(text, {"MLFLOW_TRACKING_URI": "http://mlflow:5000/"})
+    assert cfg.registry is not None
+    assert (
+        cfg.registry.mlflow.uri({"MLFLOW_TRACKING_URI": "http://mlflow:5000/"})
+        == "http://mlflow:5000"
+    )
+
+
 def test_template_must_name_the_version() -> None:
     with pytest.raises(ValueError, match="must contain"):
         ModelRegistry(url_template="http://chat.models.svc/v1")
@@ -298,7 +339,9 @@ def test_poller_keeps_the_last_good_view_through_faults_and_backs_off(tmp_path: 
     h = Harness(tmp_path, fake, lambda view: False)
     p = h.poller
     assert run(p.poll()) and p.up and list(p.view.models["chat"].routable) == ["1"]  # type: ignore[union-attr]
-    assert not run(p.poll())  # the same answer is not re-applied
+    h.poller._clock.now += 10  # type: ignore[attr-defined]
+    assert not run(p.poll())  # the same answer, read later, is not re-applied
+    assert len(h.applied) == 1
     fake.down = True
     delays = []
     for _ in range(6):
@@ -338,3 +381,55 @@ def test_an_answer_apply_refuses_is_not_adopted(tmp_path: Path) -> None:
     assert not run(h.poller.poll())
     assert list(h.poller.view.models["chat"].routable) == ["1"]  # type: ignore[union-attr]
     assert "would not route" in (h.poller.last_error or "")
+
+
+def test_write_back_retries_until_it_lands_then_stops(tmp_path: Path) -> None:
+    fake = FakeMlflow()
+    fake.add("1")
+    fake.add("2")
+    fake.aliases = {"champion": "1", "challenger": "2"}
+    cfg = cfg_with("{strategy: canary, canary: {from_registry: {}}}")
+    current = Current(Runtime.build(cfg, Metrics(), {}, view=view_of(fake)))
+    plane = ControlPlane(MemoryControl(), current, {})
+    controller = CanaryController(
+        plane, cast(Any, None), lambda: current.runtime.config.models, time.time
+    )
+    canary = current.runtime.config.models["chat"].routing.canary
+    assert canary is not None
+    settings = canary_settings(canary)
+    state, record = judge.rollback(settings, judge.initial_state(settings, 10.0), 20.0, "bad")
+
+    async def scenario() -> list[list[str]]:
+        await plane.store.cas(
+            "chat", 0, {"canary": state.to_dict(), "canary_id": canary_id(canary)}
+        )
+        await plane.store.append_history("chat", json.dumps(record.to_dict()))
+        await plane.poll()
+        writeback = RegistryWriteback(
+            fake.client(), controller, current.runtime.metrics.registry, _no_refresh
+        )
+        done = [await writeback.tick()]  # not the leader: nothing written
+        controller.leading.add("chat")
+        fake.fail_writes = True
+        done += [await writeback.tick(), await writeback.tick()]
+        assert writeback.status()["pending"]["chat"]["attempts"] == 2
+        fake.fail_writes = False
+        done += [await writeback.tick(), await writeback.tick()]
+        assert writeback.status()["pending"] == {}
+        return done
+
+    assert run(scenario()) == [[], [], [], ["chat"], []]
+    assert fake.aliases == {"champion": "1"}
+    assert (fake.tag("2", "gateway.rollout.outcome"), fake.tag("2", "gateway.rollout.id")) == (
+        "rolled_back", "chat/1->2",
+    )  # fmt: skip
+    decision = json.loads(fake.tag("2", "gateway.rollout.decision") or "{}")
+    assert (decision["action"], fake.tag("2", "gateway.rollout.rule")) == (
+        "rollback",
+        decision["rule"],
+    )
+    assert fake.tag("2", "gateway.rollout.decided_at") == "1970-01-01T00:00:20+00:00"
+
+
+async def _no_refresh() -> bool:
+    return False

@@ -30,7 +30,7 @@ from gateway.canary import (
 )
 from gateway.canary.judge import errors_safe_log_e
 from gateway.canary.state import Status
-from gateway.canary.stats import EProcess
+from gateway.canary.stats import EProcess, abs_prior_b, below_log_e
 
 T0 = 1000.0
 NO_WARMUP = Analysis(warmup_requests=0, warmup_s=0, metric="latency")  # m = 2 (errors, latency)
@@ -494,8 +494,10 @@ def test_absolute_route_allows_for_the_baselines_uncertainty() -> None:
     taken as the truth). With a confidence bound for p_B that is far from enough."""
     settings = replace(S, analysis=replace(NO_WARMUP, metric="none"), steps=(Step(50, 1, 0, 1e6),))
     state = replace(initial_state(settings, T0), step_candidate=arm(216), step_baseline=arm(185, 3))
-    combined, _rel, _absolute = errors_safe_log_e(settings, state)
-    assert combined < math.log(settings.safe_threshold)
+    plug_in = below_log_e(0, 216, 3 / 185 + 0.005, abs_prior_b(0.005))
+    assert math.exp(plug_in) >= 2 * settings.safe_threshold  # the old route: promoted
+    combined, _, absolute = errors_safe_log_e(settings, state)
+    assert absolute < plug_in and combined < math.log(settings.safe_threshold)
     assert decide(settings, state, None, T0 + 21)[1] is None
 
 
@@ -533,3 +535,17 @@ def test_sequential_srm_freezes_and_counts_sessions_with_a_sticky_key() -> None:
         assert record is None or record.rule != "srm"
     assert sticky.srm_sessions and (sticky.srm_candidate, sticky.srm_baseline) == (58, 522)
     assert snapshot(S, sticky, T0).srm_unit == "sessions"
+
+
+def test_validate_refuses_step_floors_below_the_srm_need() -> None:
+    """Issue 13's loosest config (one 50 % step, min_samples 1, min_duration_s 0) was accepted."""
+    from gateway.canary.validate import srm_floor
+
+    loose = replace(S, steps=(Step(50, 1, 0, 600),))
+    problems = validate_canary(loose)
+    assert len(problems) == 1 and problems[0].startswith("steps[0].min_samples: 1 is below")
+    assert "sample-ratio check" in problems[0]
+    need = srm_floor(0.5, S.srm_alpha)
+    assert 30 < need < 100
+    assert validate_canary(replace(S, steps=(Step(50, need, 0, 600),))) == []
+    assert srm_floor(0.5, 0.01) < need  # a looser SRM level needs less evidence

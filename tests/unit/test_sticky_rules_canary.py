@@ -188,3 +188,22 @@ def test_explicit_fallback_drops_shadow_only_and_other_arm() -> None:
     assert entry.models["chat"].fallback == ("v1", "v2")
     entry = Registry.build(parse_config(across, ENV), ENV, canary_weights={"chat": 0.0})
     assert entry.models["chat"].fallback == ("v1",)  # the rolled-back candidate stays idle
+
+
+def test_a_sticky_split_names_its_session_by_a_salted_hash() -> None:
+    from random import Random
+
+    from gateway.routing.base import RequestContext
+    from gateway.routing.sticky import key_getter
+    from gateway.routing.weighted import WeightedPolicy
+
+    sticky = WeightedPolicy({"v2": 10, "v1": 90}, key_getter("header:x-s"), b"salt", "canary")
+    other = WeightedPolicy({"v2": 10, "v1": 90}, key_getter("header:x-s"), b"pepper", "canary")
+    ctx = RequestContext({b"x-s": b"alice"}, {})
+    session = sticky.session(ctx)
+    assert session and session == sticky.session(ctx) and "alice" not in session
+    assert session != sticky.session(RequestContext({b"x-s": b"bob"}, {}))
+    assert session != other.session(ctx)  # salted per rollout, like the assignment
+    assert sticky.session(RequestContext({}, {})) == ""  # keyless: its own unit
+    assert WeightedPolicy({"v2": 10, "v1": 90}).session(ctx) is None  # not sticky
+    assert sticky.plan(ctx, Random(0)) == sticky.plan(ctx, Random(1))

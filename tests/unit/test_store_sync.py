@@ -244,3 +244,27 @@ async def test_only_the_assigned_first_attempt_is_canary_evidence() -> None:
     assert snap.window("chat", "v2#retry").requests == 1
     assert snap.window("chat", "v1#retry").requests == 1
     assert snap.window("chat", "v1").requests == 3 and snap.window("chat", "v2").requests == 1
+
+
+async def test_sticky_canary_evidence_records_its_sessions() -> None:
+    """Issue 13: with a sticky key the canary's unit is the session; the analysis series carry
+    each session's requests and failures (keyless requests under `-`), the plain one does not."""
+    tagged = [(m, v + "#canary") for m, v in SERIES]
+    sync, _, _ = make(shared=False)
+    sync._series = lambda: [*SERIES, *tagged]
+
+    def exchange(session: str | None, outcome: str) -> Exchange:
+        ex = Exchange("r", "/v1/chat/completions", 0.0, "chat", routing_reason="canary")
+        ex.assigned, ex.session = "v2", session
+        ex.attempts = [ok("v2", outcome=outcome)[0]]
+        return ex
+
+    for session, outcome in [("a", SUCCESS), ("a", UPSTREAM_ERROR), ("b", SUCCESS), ("", SUCCESS)]:
+        sync.record_exchange(exchange(session, outcome))
+    sync.record_exchange(exchange(None, UPSTREAM_ERROR))  # not a sticky split: no session fields
+    await sync.flush()
+    await sync.refresh()
+    (bucket,) = sync.snapshot.buckets("chat", "v2#canary")
+    assert bucket.sessions == {"a": 2, "b": 1, "-": 1} and bucket.failed_sessions == {"a": 1}
+    assert bucket.requests == 5
+    assert all(not b.sessions for b in sync.snapshot.buckets("chat", "v2"))
