@@ -260,6 +260,13 @@ class Limits(Strict):
     header_timeout_s: float = Field(
         10.0, gt=0, le=600, description="The whole request head must arrive by then."
     )
+    max_pending_body_bytes: int = Field(
+        256 << 20,
+        ge=1 << 20,
+        le=1 << 40,
+        description="Memory all request bodies still arriving may hold together, per process "
+        "→ 503 (`pending_bodies_full`) for bodies that would grow it further.",
+    )
     body_timeout_s: float = Field(
         30.0,
         gt=0,

@@ -124,6 +124,7 @@ class ProxyEndpoint:
         self._current_task = CurrentTask()
         self.inflight = 0  # client requests in progress
         self._key_inflight: dict[str, int] = {}  # API key id -> its requests in progress
+        self.pending_bodies = PendingBodies()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.shutting_down = False  # drain deadline passed: in-flight work is being ended
 
@@ -235,7 +236,7 @@ class ProxyEndpoint:
             )
             requested, size = payload.model, payload.size
         else:
-            body = await _read_body_in_time(receive, headers, rt.limits)
+            body = await _read_body_in_time(receive, headers, rt.limits, self.pending_bodies)
             payload = _parse(body)
             requested, size = payload["model"], len(body)
         pin = headers.get(b"x-gateway-version")
@@ -324,7 +325,7 @@ class ProxyEndpoint:
         method: str = scope["method"]
         if method not in ROUTES[suffix]:
             raise MethodNotAllowed(f"use {' or '.join(ROUTES[suffix])} here", ROUTES[suffix])
-        body = await _read_body_in_time(receive, headers, rt.limits)
+        body = await _read_body_in_time(receive, headers, rt.limits, self.pending_bodies)
         model_name, vid = await self._owner(rid)
         model = rt.registry.models.get(model_name)
         if model is None or not client.may_use(model_name):
@@ -400,37 +401,68 @@ async def _cancelled(link: ClientLink, ex: Exchange, rt: Runtime) -> None:
         await link.send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+class PendingBodies:
+    """Bytes held by request bodies still arriving in several pieces, across the process (a
+    body that arrives in one piece is never counted: nothing waits while holding it)."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = 0
+
+
 async def _read_body_in_time(
-    receive: Receive, headers: dict[bytes, bytes], limits: Limits
+    receive: Receive, headers: dict[bytes, bytes], limits: Limits, pending: PendingBodies
 ) -> bytes:
     """`_read_body` within `limits.body_timeout_s` (408 after it)."""
     try:
         async with asyncio.timeout(limits.body_timeout_s):
-            return await _read_body(receive, headers.get(b"content-length"), limits.max_body_bytes)
+            return await _read_body(receive, headers.get(b"content-length"), limits, pending)
     except TimeoutError:
         raise BodyTimeout(f"request body not received within {limits.body_timeout_s:g} s") from None
 
 
-async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
-    """The whole request body, refusing more than `limit` bytes (declared or counted)."""
+async def _read_body(
+    receive: Receive, declared: bytes | None, limits: Limits, pending: PendingBodies
+) -> bytes:
+    """The whole request body, refusing more than `max_body_bytes` (declared or counted), and
+    503 while unfinished bodies already hold `max_pending_body_bytes`."""
+    limit = limits.max_body_bytes
     if declared is not None:
         if not declared.isdigit():
             raise BadRequest("invalid Content-Length")
         if int(declared) > limit:
             raise PayloadTooLarge(f"request body larger than {limit} bytes")
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected("client disconnected while sending the request")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body larger than {limit} bytes")
-        if not message.get("more_body", False):
-            return b"".join((*parts, chunk)) if parts else chunk
-        parts.append(chunk)
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnected("client disconnected while sending the request")
+    chunk: bytes = message.get("body", b"")
+    if len(chunk) > limit:
+        raise PayloadTooLarge(f"request body larger than {limit} bytes")
+    if not message.get("more_body", False):
+        return chunk  # the common case: the whole body in one piece
+    parts, size = [chunk], len(chunk)
+    pending.held += size
+    try:
+        while True:
+            if pending.held > limits.max_pending_body_bytes:
+                raise Unavailable(
+                    "gateway overloaded: too many request bodies in progress",
+                    code="pending_bodies_full",
+                )
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected("client disconnected while sending the request")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            pending.held += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body larger than {limit} bytes")
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts)
+    finally:
+        pending.held -= size
 
 
 def _parse(body: bytes) -> dict[str, Any]:

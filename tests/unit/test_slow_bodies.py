@@ -25,7 +25,7 @@ def digest(key: str) -> str:
 CONFIG = (
     GOOD
     + f"""
-limits: {{max_inflight: 8, body_timeout_s: 0.3}}
+limits: {{max_inflight: 8, body_timeout_s: 0.3, max_pending_body_bytes: 1048576}}
 auth:
   keys:
     - {{id: slow, sha256: "{digest(SLOW)}", rate_limit: {{requests_per_minute: 1000}}}}
@@ -40,7 +40,7 @@ def app() -> App:
     return gw
 
 
-async def slow_request(gw: App, key: str) -> int:
+async def slow_request(gw: App, key: str, first_chunk: bytes = b"{") -> int:
     """A request whose body starts and never finishes; the status it was answered with."""
     scope = {
         "type": "http",
@@ -56,7 +56,7 @@ async def slow_request(gw: App, key: str) -> int:
             (b"host", b"gw"),
             (b"authorization", f"Bearer {key}".encode()),
             (b"content-type", b"application/json"),
-            (b"content-length", b"100000"),
+            (b"content-length", b"2000000"),
         ],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
@@ -67,7 +67,7 @@ async def slow_request(gw: App, key: str) -> int:
     async def receive() -> dict[str, Any]:
         if first[0]:
             first[0] = False
-            return {"type": "http.request", "body": b"{", "more_body": True}
+            return {"type": "http.request", "body": first_chunk, "more_body": True}
         await asyncio.Event().wait()  # the rest never comes
         raise AssertionError("unreachable")
 
@@ -104,3 +104,17 @@ async def test_one_key_cannot_take_every_slot_and_slow_bodies_get_408() -> None:
     assert 'gateway_rejected_total{reason="body_timeout"} 4.0' in metrics
     assert 'gateway_rejected_total{reason="key_inflight_limit"} 1.0' in metrics
     assert orjson.loads(served.content)  # a real answer
+
+
+async def test_memory_held_by_unfinished_bodies_is_bounded() -> None:
+    gw = app()
+    piece = b"{" + b" " * (600 << 10)
+    first = asyncio.create_task(slow_request(gw, SLOW, piece))
+    while gw.parts.endpoint.pending_bodies.held == 0:
+        await asyncio.sleep(0)
+    assert await slow_request(gw, OTHER, piece) == 503  # 1.2 MiB would be held: refused
+    assert gw.parts.endpoint.pending_bodies.held == len(
+        piece
+    )  # the refused one gave its bytes back
+    assert await first == 408
+    assert gw.parts.endpoint.pending_bodies.held == 0
