@@ -207,6 +207,13 @@ class ProxyEndpoint:
             ex.holds_slot = True
         return client
 
+    async def _charge_requests(self, client: Client) -> Ticket | None:
+        """A key limited in requests only is charged as soon as its head is authenticated, before
+        its body is read: slow bodies cannot dodge the limit while holding connections."""
+        if client.rate_limit.requests_per_minute is None:
+            return None
+        return await self._limiter.reserve(client.id, client.rate_limit, {}, 0)
+
     def _release(self, key: str) -> None:
         held = self._key_inflight[key] - 1
         if held:
@@ -225,6 +232,8 @@ class ProxyEndpoint:
         """Authenticate, read and parse, resolve, decide, take the rate-limit ticket: what
         the attempts then do (returned, not awaited from here, to keep the await chain short)."""
         client = self._authenticate(rt, headers, ex)
+        limit = client.rate_limit
+        ticket = await self._charge_requests(client) if limit.tokens_per_minute is None else None
         path = ex.path
         payload: dict[str, Any] | Upload
         if path in UPLOAD_ROUTES:
@@ -257,9 +266,7 @@ class ProxyEndpoint:
         order = self._decide(target, headers, fields, ex)
         if target.pinned is not None and fields.get("previous_response_id") is not None:
             ex.routing_reason = "previous_response"
-        limit = client.rate_limit
-        ticket = None
-        if limit.requests_per_minute is not None or limit.tokens_per_minute is not None:
+        if limit.tokens_per_minute is not None:  # tokens need the body: charged together now
             ticket = await self._limiter.reserve(client.id, limit, fields, size)
         if self._shadow is not None and fields and ex.routing_reason != "previous_response":
             self._shadow.maybe(rt, target.model.name, fields, scope["headers"], ex)
@@ -318,6 +325,8 @@ class ProxyEndpoint:
     ) -> Admitted:
         """A call on a response id: routed to the version that created it, never elsewhere."""
         client = self._authenticate(rt, headers, ex)
+        limit = client.rate_limit
+        ticket = await self._charge_requests(client) if limit.tokens_per_minute is None else None
         parsed = split_path(ex.path)
         if parsed is None:
             raise NotFound(f"no endpoint {ex.path}", code="unknown_url")
@@ -344,9 +353,7 @@ class ProxyEndpoint:
         wrap = None
         if method == "DELETE" and self._index is not None:
             wrap = Forget.wrapper(self._index, rid)
-        limit = client.rate_limit
-        ticket = None
-        if limit.requests_per_minute is not None or limit.tokens_per_minute is not None:
+        if limit.tokens_per_minute is not None:
             ticket = await self._limiter.reserve(client.id, limit, {}, len(body))
         outgoing = ById(method, rid, suffix, scope["query_string"], body)
         return target, (vid,), outgoing, ticket, wrap

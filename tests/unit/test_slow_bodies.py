@@ -16,6 +16,7 @@ from tests.fakes import FakeTransport
 from tests.samples import ENV, GOOD
 
 SLOW, OTHER = "key-slow-" + "s" * 20, "key-other-" + "o" * 20
+COUNTED = "key-counted-" + "c" * 20
 
 
 def digest(key: str) -> str:
@@ -30,6 +31,7 @@ auth:
   keys:
     - {{id: slow, sha256: "{digest(SLOW)}", rate_limit: {{requests_per_minute: 1000}}}}
     - {{id: other, sha256: "{digest(OTHER)}"}}
+    - {{id: counted, sha256: "{digest(COUNTED)}", rate_limit: {{requests_per_minute: 2}}}}
 """
 )
 
@@ -118,3 +120,12 @@ async def test_memory_held_by_unfinished_bodies_is_bounded() -> None:
     )  # the refused one gave its bytes back
     assert await first == 408
     assert gw.parts.endpoint.pending_bodies.held == 0
+
+
+async def test_the_request_limit_is_charged_before_the_body_is_read() -> None:
+    gw = app()
+    held = [asyncio.create_task(slow_request(gw, COUNTED)) for _ in range(2)]
+    while gw.parts.endpoint.pending_bodies.held < 2:
+        await asyncio.sleep(0)
+    assert await slow_request(gw, COUNTED) == 429  # refused on its head: its body never read
+    assert await asyncio.gather(*held) == [408, 408]
