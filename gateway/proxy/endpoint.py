@@ -207,13 +207,6 @@ class ProxyEndpoint:
             ex.holds_slot = True
         return client
 
-    async def _charge_requests(self, client: Client) -> Ticket | None:
-        """A key limited in requests only is charged as soon as its head is authenticated, before
-        its body is read: slow bodies cannot dodge the limit while holding connections."""
-        if client.rate_limit.requests_per_minute is None:
-            return None
-        return await self._limiter.reserve(client.id, client.rate_limit, {}, 0)
-
     def _release(self, key: str) -> None:
         held = self._key_inflight[key] - 1
         if held:
@@ -233,7 +226,10 @@ class ProxyEndpoint:
         the attempts then do (returned, not awaited from here, to keep the await chain short)."""
         client = self._authenticate(rt, headers, ex)
         limit = client.rate_limit
-        ticket = await self._charge_requests(client) if limit.tokens_per_minute is None else None
+        ticket = None
+        if limit.tokens_per_minute is None and limit.requests_per_minute is not None:
+            # requests only: charged on the head, before the body (which slow clients drag out)
+            ticket = await self._limiter.reserve(client.id, limit, {}, 0)
         path = ex.path
         payload: dict[str, Any] | Upload
         if path in UPLOAD_ROUTES:
@@ -326,7 +322,10 @@ class ProxyEndpoint:
         """A call on a response id: routed to the version that created it, never elsewhere."""
         client = self._authenticate(rt, headers, ex)
         limit = client.rate_limit
-        ticket = await self._charge_requests(client) if limit.tokens_per_minute is None else None
+        ticket = None
+        if limit.tokens_per_minute is None and limit.requests_per_minute is not None:
+            # requests only: charged on the head, before the body (which slow clients drag out)
+            ticket = await self._limiter.reserve(client.id, limit, {}, 0)
         parsed = split_path(ex.path)
         if parsed is None:
             raise NotFound(f"no endpoint {ex.path}", code="unknown_url")
