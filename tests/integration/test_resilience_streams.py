@@ -56,6 +56,7 @@ def gw(mocks: dict[str, Mock], v1_proxy: FaultProxy, workdir: Path) -> Iterator[
     routing: dict[str, Any] = {
         "timeouts": {"ttft_s": TTFT_S, "idle_s": IDLE_S, "connect_s": 1.0},
         "ejection": {"enabled": False},
+        "fallback": ["v2", "v3"],  # weight 0 is idle: retries go only where `fallback` says
     }
     weights = {"v1": 100, "v2": 0, "v3": 0}
     config = chat_config(urls, weights, **routing)
