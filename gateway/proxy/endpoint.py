@@ -114,6 +114,7 @@ class ProxyEndpoint:
     ) -> None:
         self._current = current
         self._runner = runner
+        self._deadlines = runner.forwarder.deadlines  # the body deadline shares its timers
         self._health = health
         self._limiter = limiter
         self._access = access
@@ -241,7 +242,7 @@ class ProxyEndpoint:
             )
             requested, size = payload.model, payload.size
         else:
-            body = await _read_body_in_time(receive, headers, rt.limits, self.pending_bodies)
+            body = await self._read_body_in_time(receive, headers, rt.limits)
             payload = _parse(body)
             requested, size = payload["model"], len(body)
         pin = headers.get(b"x-gateway-version")
@@ -333,7 +334,7 @@ class ProxyEndpoint:
         method: str = scope["method"]
         if method not in ROUTES[suffix]:
             raise MethodNotAllowed(f"use {' or '.join(ROUTES[suffix])} here", ROUTES[suffix])
-        body = await _read_body_in_time(receive, headers, rt.limits, self.pending_bodies)
+        body = await self._read_body_in_time(receive, headers, rt.limits)
         model_name, vid = await self._owner(rid)
         model = rt.registry.models.get(model_name)
         if model is None or not client.may_use(model_name):
@@ -356,6 +357,22 @@ class ProxyEndpoint:
             ticket = await self._limiter.reserve(client.id, limit, {}, len(body))
         outgoing = ById(method, rid, suffix, scope["query_string"], body)
         return target, (vid,), outgoing, ticket, wrap
+
+    async def _read_body_in_time(
+        self, receive: Receive, headers: dict[bytes, bytes], limits: Limits
+    ) -> bytes:
+        """`_read_body` within `limits.body_timeout_s` (408 after it), on the shared deadline
+        timers (no loop timer of its own per request)."""
+        t = limits.body_timeout_s
+        deadline = self._deadlines.start(t, t, t)
+        try:
+            with deadline:
+                declared = headers.get(b"content-length")
+                return await _read_body(receive, declared, limits, self.pending_bodies)
+        except TimeoutError:
+            raise BodyTimeout(f"request body not received within {t:g} s") from None
+        finally:
+            deadline.stop()
 
     def _decide(
         self, target: Target, headers: dict[bytes, bytes], payload: dict[str, Any], ex: Exchange
@@ -415,17 +432,6 @@ class PendingBodies:
 
     def __init__(self) -> None:
         self.held = 0
-
-
-async def _read_body_in_time(
-    receive: Receive, headers: dict[bytes, bytes], limits: Limits, pending: PendingBodies
-) -> bytes:
-    """`_read_body` within `limits.body_timeout_s` (408 after it)."""
-    try:
-        async with asyncio.timeout(limits.body_timeout_s):
-            return await _read_body(receive, headers.get(b"content-length"), limits, pending)
-    except TimeoutError:
-        raise BodyTimeout(f"request body not received within {limits.body_timeout_s:g} s") from None
 
 
 async def _read_body(
