@@ -14,7 +14,8 @@ from typing import Protocol
 SUCCESS = "success"
 CLIENT_ERROR = "client_error"
 CLIENT_CANCEL = "client_cancel"
-RATE_LIMITED = "rate_limited"
+RATE_LIMITED = "rate_limited"  # the upstream answered 429
+THROTTLED = "throttled"  # the gateway's own per-key rate limit answered 429
 UPSTREAM_ERROR = "upstream_error"
 TIMEOUT = "timeout"
 CONNECT_ERROR = "connect_error"
@@ -26,6 +27,7 @@ OUTCOMES = (
     CLIENT_ERROR,
     CLIENT_CANCEL,
     RATE_LIMITED,
+    THROTTLED,
     UPSTREAM_ERROR,
     TIMEOUT,
     CONNECT_ERROR,
@@ -66,7 +68,7 @@ class Exchange:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     routing_reason: str = ""
-    client: str = ""  # the API key's id (never the key)
+    client: str = ""  # the API key's id (never the key); "" until authenticated
     reason: str = ""  # why the gateway itself refused the request (overloaded, request_too_large)
     attempts: list[Attempt] = field(default_factory=list)
 

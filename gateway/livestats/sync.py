@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from gateway.config.schema import Store
 from gateway.errors import StoreError
@@ -29,6 +30,7 @@ from gateway.infra.breaker import Breaker
 from gateway.infra.clock import SharedClock
 from gateway.livestats.base import (
     ANALYSIS_TAG,
+    KEY_SERIES,
     REQUESTS,
     SHADOW_TAG,
     Batch,
@@ -37,8 +39,10 @@ from gateway.livestats.base import (
     Fields,
     MetricsStore,
     add_attempt,
+    add_request,
     attempts_in,
     bucket_start,
+    key_usage,
     merge_batch,
     window_starts,
 )
@@ -46,6 +50,7 @@ from gateway.livestats.memory import MemoryStore
 from gateway.livestats.window import BucketStats, Snapshot
 
 log = logging.getLogger("gateway.store")
+ANONYMOUS = "anonymous"  # requests no configured key made (open gateway, failed authentication)
 SeriesSource = Callable[[], Sequence[tuple[str, str]]]  # the configured (model, version) pairs
 
 
@@ -86,10 +91,27 @@ class StoreSync:
 
     def record_exchange(self, ex: Exchange) -> None:
         """Count a finished request's attempts; canary-split requests also feed the analysis
-        series (pinned and rule-routed requests have other reasons and never do)."""
+        series (pinned and rule-routed requests have other reasons and never do). Every request
+        is also counted for its client key (`#key` series; unauthenticated as `anonymous`)."""
         if ex.model is not None and ex.attempts:
             tag = ANALYSIS_TAG if ex.routing_reason == "canary" else ""
             self.record(ex.model, ex.attempts, tag)
+        start = bucket_start(self.clock.now(), self.settings.bucket_s)
+        fields = _bucket(self._batch, (KEY_SERIES, ex.client or ANONYMOUS, start))
+        add_request(fields, ex.outcome, ex.prompt_tokens, ex.completion_tokens)
+
+    async def key_usage(self, ids: Sequence[str]) -> tuple[str, dict[str, dict[str, Any]]]:
+        """Requests, outcomes and tokens per client key id over the live window, summed over
+        every replica when the shared store answers (else this process's own counts), and which
+        source answered (`redis`, or `local`/`memory`)."""
+        series = [(KEY_SERIES, key) for key in (*ids, ANONYMOUS)]
+        starts = window_starts(self.clock.now(), self.settings.bucket_s, self.settings.window_s)
+        if self.shared is not None and await self._allowed():
+            try:
+                return "redis", key_usage(await self.shared.fetch(series, starts))
+            except StoreError as err:
+                self._failed("refresh", err)
+        return self.source, key_usage(self.local.fetch_now(series, starts))
 
     def record(self, model: str, attempts: Sequence[Attempt], tag: str = "") -> None:
         """Count one request's attempts into the batch the next flush sends (the request path's

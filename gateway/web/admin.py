@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from gateway.control.service import Control
 from gateway.errors import GatewayError
 from gateway.livestats import StoreSync
+from gateway.livestats.sync import ANONYMOUS
 from gateway.runtime.current import Current
 from gateway.runtime.reload import Reloader
 from gateway.web import ui
@@ -32,6 +33,10 @@ class Unauthorized(GatewayError):
     type = "authentication_error"
     code = "invalid_admin_token"
     outcome = "client_error"
+
+
+def _no_usage() -> dict[str, object]:
+    return {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "outcomes": {}}
 
 
 def admin_guard(token: str) -> Callable[[Request], None]:
@@ -89,6 +94,17 @@ def admin_router(
     )
     async def model_stats(model: str) -> JSONResponse:
         return JSONResponse(version_stats(current.runtime, sync, model))
+
+    @router.get(
+        "/keys/usage",
+        summary="Requests, outcomes and tokens per client key id over the live window",
+    )
+    async def keys_usage() -> JSONResponse:
+        ids = current.runtime.keys.ids
+        source, usage = await sync.key_usage(ids)
+        keys = {key: usage.get(key) or _no_usage() for key in (*ids, ANONYMOUS)}
+        window_s = current.runtime.config.store.window_s
+        return JSONResponse({"window_s": window_s, "source": source, "keys": keys})
 
     @router.get(
         "/ui",
