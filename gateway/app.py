@@ -43,6 +43,7 @@ from gateway.livestats import StoreSync, build_sync
 from gateway.livestats.base import ANALYSIS_TAG, SHADOW_TAG
 from gateway.observability.logs import AccessLog, configure
 from gateway.observability.metrics import Metrics
+from gateway.observability.tracing import RequestTracer, build_tracer
 from gateway.proxy.attempts import PlanRunner
 from gateway.proxy.endpoint import ProxyEndpoint
 from gateway.proxy.forward import Forwarder
@@ -85,6 +86,7 @@ class Parts:
     access: AccessLog
     reloader: Reloader | None
     admin: AdminListener | None
+    tracer: RequestTracer | None = None
 
 
 class App:
@@ -135,14 +137,17 @@ def create_app(
     transport: Callable[[], Transport] = AiohttpTransport,
     config_path: str | None = None,
     clock: SharedClock | None = None,
+    tracer: RequestTracer | None = None,
 ) -> App:
     """Build the gateway for a validated config; the transport opens in the lifespan.
 
     With `config_path`, the file is watched and re-read on change, SIGHUP and admin reload.
+    `tracer` replaces the one `tracing` would build (tests export to memory with it).
     """
     env = os.environ if environ is None else environ
     rng = rng or Random()
-    parts = _build(cfg, env, rng, config_path, clock)
+    tracer = tracer or build_tracer(cfg.tracing, env)
+    parts = _build(cfg, env, rng, config_path, clock, tracer)
     current = parts.current
     token = env.get(cfg.admin.token_env, "") if cfg.admin.token_env else ""
     if token and cfg.admin.listen is not None:
@@ -163,6 +168,7 @@ def _build(
     rng: Random,
     config_path: str | None,
     clock: SharedClock | None,
+    tracer: RequestTracer | None,
 ) -> Parts:
     """Every part of the process, each given what it uses."""
     metrics = Metrics()
@@ -191,6 +197,7 @@ def _build(
         rng,
         record,
         shadow,
+        tracer,
     )
     metrics.count_inflight = lambda: endpoint.inflight
     recomputer = Recomputer(
@@ -203,7 +210,7 @@ def _build(
     reloader = Reloader(current, config_path, env) if config_path else None
     return Parts(
         current, metrics, forwarder, health, endpoint, sync, recomputer, control, shadow, access,
-        reloader, None,
+        reloader, None, tracer,
     )  # fmt: skip
 
 
@@ -243,6 +250,8 @@ def _lifespan(
             await parts.shadow.stop()
             await parts.sync.stop()
             await parts.forwarder.close()
+            if parts.tracer is not None:
+                await parts.tracer.shutdown()
 
     return lifespan
 

@@ -71,6 +71,33 @@ class Exchange:
     client: str = ""  # the API key's id (never the key); "" until authenticated
     reason: str = ""  # why the gateway itself refused the request (overloaded, request_too_large)
     attempts: list[Attempt] = field(default_factory=list)
+    trace: RequestTrace | None = None  # the request's spans, with tracing on
+
+
+class AttemptTrace(Protocol):
+    """The span of one upstream attempt (`gateway.observability.tracing`)."""
+
+    def inject(self, headers: list[tuple[str, str]]) -> None:
+        """Replace any `traceparent`/`tracestate` in the upstream headers with this span's."""
+        ...
+
+    def end(self, attempt: Attempt) -> None: ...
+
+
+class RequestTrace(Protocol):
+    """The spans of one client request: a server span and a client span per attempt."""
+
+    def routed(self, order: tuple[str, ...]) -> None:
+        """The routing decision: the versions to try, in order (the reason is on the exchange)."""
+        ...
+
+    def retried(self, reason: str, version: str) -> None:
+        """The next attempt, on `version`, is a retry after a failure of kind `reason`."""
+        ...
+
+    def attempt(self, attempt: Attempt, upstream_model: str, url: str) -> AttemptTrace: ...
+
+    def end(self, ex: Exchange) -> None: ...
 
 
 class Recorder(Protocol):

@@ -29,6 +29,7 @@ from gateway.errors import (
 from gateway.exchange import CLIENT_CANCEL, Exchange
 from gateway.infra.tasks import CurrentTask
 from gateway.observability.logs import AccessLog
+from gateway.observability.tracing import RequestTracer
 from gateway.proxy.attempts import PlanRunner, attempt_order
 from gateway.proxy.edge import DISCONNECT
 from gateway.proxy.shadow import Shadow
@@ -89,6 +90,7 @@ class ProxyEndpoint:
         rng: Random,
         record: Callable[[Exchange], None] = lambda ex: None,
         shadow: Shadow | None = None,
+        tracer: RequestTracer | None = None,
     ) -> None:
         self._current = current
         self._runner = runner
@@ -98,6 +100,7 @@ class ProxyEndpoint:
         self._rng = rng
         self._record = record  # the live store's and the canary's recorders: synchronous, O(1)
         self._shadow = shadow  # copies to `routing.shadow` (synchronous, O(1); runs apart)
+        self._tracer = tracer  # None with tracing off: one `is None` check per request
         self._current_task = CurrentTask()
         self.inflight = 0  # client requests in progress
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -115,6 +118,8 @@ class ProxyEndpoint:
         rt = self._current.runtime  # one config snapshot for the whole request
         headers = dict(scope["headers"])
         ex = Exchange(_request_id(headers.get(b"x-request-id")), scope["path"], perf_counter())
+        if self._tracer is not None:
+            ex.trace = self._tracer.start(headers, ex)
         task = self._current_task()
         link = ClientLink(send, task)
         self.inflight += 1
@@ -129,6 +134,8 @@ class ProxyEndpoint:
                 )
             target, order, payload, ticket = await self._admit(rt, scope, receive, headers, ex)
             link.stream = ex.stream
+            if ex.trace is not None:
+                ex.trace.routed(order)
             hooks = scope.get(DISCONNECT)
             if hooks is not None:
                 hooks.add(link.lost)
@@ -158,6 +165,8 @@ class ProxyEndpoint:
             rt.metrics.record(ex)
             self._access.write(ex)
             self._record(ex)
+            if ex.trace is not None:
+                ex.trace.end(ex)
 
     async def _admit(
         self,

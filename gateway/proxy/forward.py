@@ -73,6 +73,10 @@ class Forwarder:
         ex.attempts.append(attempt)
         payload["model"] = version.upstream_model
         headers = to_upstream(client_headers, version.api_key, ex.request_id)
+        url = version.urls[ex.path]
+        span = None if ex.trace is None else ex.trace.attempt(attempt, version.upstream_model, url)
+        if span is not None:
+            span.inject(headers)
         deadline = self.deadlines.start(timeouts.ttft_s, timeouts.idle_s, timeouts.total_s)
         resp: UpstreamResponse | None = None
         finished = False
@@ -80,7 +84,7 @@ class Forwarder:
             with deadline:
                 assert self.transport is not None, "the app's lifespan opens the transport"
                 resp = await self.transport.post(
-                    version.urls[ex.path], headers, orjson.dumps(payload), timeouts.connect_s
+                    url, headers, orjson.dumps(payload), timeouts.connect_s
                 )
                 await _relay(ex, attempt, version, resp, send, deadline, limits, hold)
             finished = True
@@ -104,6 +108,8 @@ class Forwarder:
                 attempt.completion_tokens = ex.completion_tokens
             if resp is not None:
                 resp.release() if finished else resp.close()
+            if span is not None:
+                span.end(attempt)
 
 
 async def _relay(
