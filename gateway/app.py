@@ -101,10 +101,16 @@ class App:
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """Hands over the chosen app's coroutine rather than awaiting it (one frame fewer on
         every resume); servers must be told it is ASGI 3 (`uvicorn_options` does)."""
-        if scope["type"] == "http" and scope["path"] in PROXY_ROUTES:
-            if scope["method"] == "POST":
-                return self._proxy(scope, receive, send)
-            return _method_not_allowed(send)
+        if scope["type"] == "http":
+            cors = self.current.runtime.cors
+            if cors is not None:  # CORS on: preflights answered here, allowed origins marked
+                preflight, send = cors.handle(scope, send)
+                if preflight:
+                    return cors.preflight(scope, send)
+            if scope["path"] in PROXY_ROUTES:
+                if scope["method"] == "POST":
+                    return self._proxy(scope, receive, send)
+                return _method_not_allowed(send)
         return self.web(scope, receive, send)
 
     def end_inflight(self) -> None:

@@ -1,9 +1,9 @@
 """The per-config snapshot the data path reads: `Runtime`.
 
 A `Runtime` bundles everything derived from one config (routing table, limits, client keys,
-revision) and the shared control overrides layered over it (weights, aliases, canary weight),
-with the process-wide metrics. Each request reads the current `Runtime` once and keeps that
-snapshot to the end, so a reload never changes a request in flight.
+revision, CORS policy) and the shared control overrides layered over it (weights, aliases,
+canary weight), with the process-wide metrics. Each request reads the current `Runtime` once
+and keeps that snapshot to the end, so a reload never changes a request in flight.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from gateway.config import GatewayConfig
 from gateway.config.schema import Limits
 from gateway.observability.metrics import Metrics
 from gateway.routing.table import Registry
+from gateway.runtime.cors import CorsPolicy
 from gateway.runtime.overrides import Overrides, layered
 
 
@@ -30,6 +31,7 @@ class Runtime:
     revision: str
     keys: KeyTable
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    cors: CorsPolicy | None = None  # None: CORS off (no header sent, preflights not answered)
 
     @classmethod
     def build(
@@ -45,4 +47,6 @@ class Runtime:
         overrides = dict(overrides or {})
         routed, canary_weights = layered(cfg, overrides)
         registry = Registry.build(routed, environ, revision, canary_weights)
-        return cls(cfg, registry, cfg.limits, metrics, revision, KeyTable(cfg.auth), overrides)
+        keys = KeyTable(cfg.auth)
+        cors = CorsPolicy.build(cfg.cors)
+        return cls(cfg, registry, cfg.limits, metrics, revision, keys, overrides, cors)

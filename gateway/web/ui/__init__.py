@@ -1,12 +1,13 @@
 """The operator status page: a read-only HTML view of the admin API, and its browser session.
 
-Owns the two static pages shipped as package data (`status.html`, served at `GET /admin/ui` on
-the guarded admin router; `login.html`, the public form at `GET /login`), their security headers
-(a Content-Security-Policy that admits only the page's own inline script by hash, no framing, no
-caching), and the browser session cookie. Browsers cannot attach a bearer token to a navigation,
-so `POST /admin/session` (itself behind the bearer token) sets an `HttpOnly; SameSite=Strict;
-Path=/admin` cookie that the admin guard accepts for reads (GET/HEAD) only. The cookie holds an
-HMAC derived from the admin token, never the token itself.
+Owns the static pages shipped as package data (`status.html`, served at `GET /admin/ui` on the
+guarded admin router; `login.html`, the public form at `GET /login`; `docs.html`, the API
+reference at `GET /docs`, which renders the OpenAPI document in the browser with no CDN), their
+security headers (a Content-Security-Policy that admits only the page's own inline script by
+hash, no framing, no caching), and the browser session cookie. Browsers cannot attach a bearer
+token to a navigation, so `POST /admin/session` (itself behind the bearer token) sets an
+`HttpOnly; SameSite=Strict; Path=/admin` cookie that the admin guard accepts for reads
+(GET/HEAD) only. The cookie holds an HMAC derived from the admin token, never the token itself.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def _page(name: str) -> tuple[str, str]:
 
 
 def page(name: str) -> HTMLResponse:
-    """`status.html` or `login.html` with its security headers."""
+    """`status.html`, `login.html` or `docs.html` with its security headers."""
     html, csp = _page(name)
     headers = {
         "content-security-policy": csp,
