@@ -109,7 +109,7 @@ async def test_performance_weights_follow_errors_and_reach_prometheus() -> None:
     assert 'gateway_version_samples{model="chat",version="v1"} 20.0' in text
     assert 'gateway_store_up{backend="memory"} 1.0' in text
     assert "gateway_store_snapshot_age_seconds" in text and "gateway_redis_up" not in text
-    assert 'gateway_version_latency_seconds{model="chat",quantile="0.99",version="v1"}' in text
+    assert 'gateway_version_latency_seconds{model="chat",q="0.99",version="v1"}' in text
 
 
 async def test_stats_stay_valid_json_when_every_version_fails() -> None:
