@@ -52,6 +52,7 @@ from gateway.modelregistry.poller import RegistryPoller, build_poller
 from gateway.modelregistry.view import RegistryView
 from gateway.observability.logs import AccessLog, configure
 from gateway.observability.metrics import Metrics
+from gateway.observability.tracing import RequestTracer, build_tracer
 from gateway.proxy.attempts import PlanRunner
 from gateway.proxy.endpoint import ProxyEndpoint
 from gateway.proxy.forward import Forwarder
@@ -99,6 +100,7 @@ class Parts:
     access: AccessLog
     reloader: Reloader | None
     admin: AdminListener | None
+    tracer: RequestTracer | None = None
     registry: RegistryPoller | None = None
     writeback: RegistryWriteback | None = None
 
@@ -123,12 +125,18 @@ class App:
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """Hands over the chosen app's coroutine rather than awaiting it (one frame fewer on
         every resume); servers must be told it is ASGI 3 (`uvicorn_options` does)."""
-        if scope["type"] == "http" and scope["path"] in PROXY_ROUTES:
-            if scope["method"] == "POST":
-                return self._proxy(scope, receive, send)
-            return _method_not_allowed(send)
-        if scope["type"] == "http" and scope["path"].startswith(RESPONSE_ID_PREFIX):
-            return self._proxy(scope, receive, send)  # the endpoint checks the method
+        if scope["type"] == "http":
+            cors = self.current.runtime.cors
+            if cors is not None:  # CORS on: preflights answered here, allowed origins marked
+                preflight, send = cors.handle(scope, send)
+                if preflight:
+                    return cors.preflight(scope, send)
+            if scope["path"] in PROXY_ROUTES:
+                if scope["method"] == "POST":
+                    return self._proxy(scope, receive, send)
+                return _method_not_allowed(send)
+            if scope["path"].startswith(RESPONSE_ID_PREFIX):
+                return self._proxy(scope, receive, send)  # the endpoint checks the method
         return self.web(scope, receive, send)
 
     def end_inflight(self) -> None:
@@ -161,14 +169,17 @@ def create_app(
     transport: Callable[[], Transport] = AiohttpTransport,
     config_path: str | None = None,
     clock: SharedClock | None = None,
+    tracer: RequestTracer | None = None,
 ) -> App:
     """Build the gateway for a validated config; the transport opens in the lifespan.
 
     With `config_path`, the file is watched and re-read on change, SIGHUP and admin reload.
+    `tracer` replaces the one `tracing` would build (tests export to memory with it).
     """
     env = os.environ if environ is None else environ
     rng = rng or Random()
-    parts = _build(cfg, env, rng, config_path, clock)
+    tracer = tracer or build_tracer(cfg.tracing, env)
+    parts = _build(cfg, env, rng, config_path, clock, tracer)
     current = parts.current
     token = env.get(cfg.admin.token_env, "") if cfg.admin.token_env else ""
     auth = _admin_auth(token, parts) if token else None
@@ -190,6 +201,7 @@ def _build(
     rng: Random,
     config_path: str | None,
     clock: SharedClock | None,
+    tracer: RequestTracer | None,
 ) -> Parts:
     """Every part of the process, each given what it uses."""
     metrics = Metrics()
@@ -225,6 +237,7 @@ def _build(
         record,
         shadow,
         responses,
+        tracer,
     )
     metrics.count_inflight = lambda: endpoint.inflight
     recomputer = Recomputer(
@@ -242,7 +255,7 @@ def _build(
         )
     return Parts(
         current, metrics, forwarder, health, endpoint, limiter, sync, recomputer, control, shadow,
-        responses, access, reloader, None, poller, writeback,
+        responses, access, reloader, None, tracer, poller, writeback,
     )  # fmt: skip
 
 
@@ -337,6 +350,8 @@ def _lifespan(
             await parts.forwarder.close()
             if parts.registry is not None:
                 await parts.registry.client.aclose()
+            if parts.tracer is not None:
+                await parts.tracer.shutdown()
 
     return lifespan
 

@@ -55,6 +55,7 @@ class KeyTable:
     def __init__(self, auth: Auth | None) -> None:
         self.open = auth is None
         self._by_digest: dict[bytes, Client] = {}
+        self.ids = tuple(key.id for key in auth.keys) if auth else ()  # configured key ids
         for key in auth.keys if auth else ():
             models = None if "*" in key.models else frozenset(key.models)
             client = Client(key.id, models, key.allow_pins, key.rate_limit, key.max_inflight)

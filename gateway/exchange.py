@@ -14,7 +14,8 @@ from typing import Protocol
 SUCCESS = "success"
 CLIENT_ERROR = "client_error"
 CLIENT_CANCEL = "client_cancel"
-RATE_LIMITED = "rate_limited"
+RATE_LIMITED = "rate_limited"  # the upstream answered 429
+THROTTLED = "throttled"  # the gateway's own per-key rate limit answered 429
 UPSTREAM_ERROR = "upstream_error"
 TIMEOUT = "timeout"
 CONNECT_ERROR = "connect_error"
@@ -26,6 +27,7 @@ OUTCOMES = (
     CLIENT_ERROR,
     CLIENT_CANCEL,
     RATE_LIMITED,
+    THROTTLED,
     UPSTREAM_ERROR,
     TIMEOUT,
     CONNECT_ERROR,
@@ -68,7 +70,7 @@ class Exchange:
     routing_reason: str = ""
     assigned: str | None = None  # the version routing chose first (the canary's evidence arm)
     session: str | None = None  # canary split with a sticky key: its hash ("" for no key)
-    client: str = ""  # the API key's id (never the key)
+    client: str = ""  # the API key's id (never the key); "" until authenticated
     reason: str = ""  # why the gateway itself refused the request (overloaded, request_too_large)
     metered: bool = True  # False: usage in the answer was already counted (GET of a response)
     holds_slot: bool = False  # counted in its key's in-flight requests (released at the end)
@@ -76,6 +78,33 @@ class Exchange:
     request_bytes: int = 0  # the request body's size (for a token estimate)
     relayed_bytes: int = 0  # answer bytes relayed to the client (for a token estimate)
     attempts: list[Attempt] = field(default_factory=list)
+    trace: RequestTrace | None = None  # the request's spans, with tracing on
+
+
+class AttemptTrace(Protocol):
+    """The span of one upstream attempt (`gateway.observability.tracing`)."""
+
+    def inject(self, headers: list[tuple[str, str]]) -> None:
+        """Replace any `traceparent`/`tracestate` in the upstream headers with this span's."""
+        ...
+
+    def end(self, attempt: Attempt) -> None: ...
+
+
+class RequestTrace(Protocol):
+    """The spans of one client request: a server span and a client span per attempt."""
+
+    def routed(self, order: tuple[str, ...]) -> None:
+        """The routing decision: the versions to try, in order (the reason is on the exchange)."""
+        ...
+
+    def retried(self, reason: str, version: str) -> None:
+        """The next attempt, on `version`, is a retry after a failure of kind `reason`."""
+        ...
+
+    def attempt(self, attempt: Attempt, upstream_model: str, url: str) -> AttemptTrace: ...
+
+    def end(self, ex: Exchange) -> None: ...
 
 
 class Recorder(Protocol):

@@ -379,6 +379,68 @@ class Registry(Strict):
     mlflow: Mlflow = Field(description="The MLflow model registry.")
 
 
+class Tracing(Strict):
+    """OpenTelemetry traces over OTLP/HTTP (needs the `tracing` extra); the exporter, batching
+    and resource also follow the standard `OTEL_*` environment variables. Read at start-up."""
+
+    enabled: bool = Field(False, description="Export a span per request and per upstream attempt.")
+    endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP traces URL (e.g. `http://collector:4318/v1/traces`); none: "
+        "`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT` or localhost:4318.",
+    )
+    service_name: str = Field(
+        "llm-gateway",
+        min_length=1,
+        max_length=128,
+        description="`service.name` of the spans (`OTEL_SERVICE_NAME` overrides it).",
+    )
+    sample_ratio: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Share of new traces kept (parent-based: an incoming sampled `traceparent` "
+        "is always kept); none: `OTEL_TRACES_SAMPLER`, else every trace.",
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("endpoint must be an http:// or https:// URL")
+        return value
+
+
+class Cors(Strict):
+    """Cross-origin requests from browsers (off by default: no CORS header is ever sent)."""
+
+    allow_origins: tuple[str, ...] = Field(
+        (),
+        strict=False,
+        description="Origins allowed (`https://app.example.com`), or `*` for any; empty: off.",
+    )
+    allow_headers: tuple[str, ...] = Field(
+        ("authorization", "content-type", "x-request-id", "x-gateway-version"),
+        strict=False,
+        description="Request headers a browser may send (answered to preflights).",
+    )
+    max_age_s: int = Field(
+        600, ge=0, le=86_400, description="How long a browser may cache a preflight answer."
+    )
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin != "*" and (
+                urlsplit(origin).scheme not in ("http", "https")
+                or urlsplit(origin).path
+                or origin.endswith("/")
+            ):
+                raise ValueError(f"origin {origin!r} must be `*` or scheme://host[:port]")
+        return value
+
+
 class GatewayConfig(Strict):
     """A whole gateway config file."""
 
@@ -391,6 +453,8 @@ class GatewayConfig(Strict):
     drain: Drain = Field(Drain(), description="Graceful shutdown.")
     metrics: MetricsAccess = Field(MetricsAccess(), description="Access to `/metrics`.")
     logging: Logging = Field(Logging(), description="Logs.")
+    tracing: Tracing = Field(Tracing(), description="OpenTelemetry traces (off by default).")
+    cors: Cors = Field(Cors(), description="Browser cross-origin access (off by default).")
     defaults: Defaults = Field(Defaults(), description="Route settings every model inherits.")
     registry: Registry | None = Field(
         None, description="A model registry supplying versions (none: versions come from here)."

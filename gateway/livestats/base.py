@@ -12,6 +12,9 @@ map in memory and in a Redis hash). Field names:
     u:<session>   canary evidence with a sticky key (`#canary` series only): requests of that
     x:<session>   session, and its failures; `u:-` / `x:-` count requests without a key
 
+Per client key, the series (`#key`, <key id>) counts requests (not attempts): `n`, `o:<outcome>`,
+`tp`, `tc` (what the admin API's key usage reads over the live window).
+
 Only upstream-caused outcomes (exchange.VERSION_FAILURES) count against a version; client
 errors, client cancellations and upstream 429s are counted under their own outcome and enter no
 latency histogram, so clients cannot steer routing. Writes are increments (commutative, so
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.exchange import OUTCOMES, SUCCESS, Attempt
 from gateway.livestats.histogram import MAX_INDEX, bucket_of
@@ -43,6 +46,7 @@ SESSION_FAILED = "x:"
 ANALYSIS_TAG = "#canary"  # series suffix of canary-analysis attempts (also in the plain series)
 RETRY_TAG = "#retry"  # series suffix of canary-split attempts that are not evidence (retries)
 SHADOW_TAG = "#shadow"  # series suffix of shadow copies (only there: never the version's own)
+KEY_SERIES = "#key"  # the model part of per-client-key series (model names never start with #)
 OUTCOME_FIELDS = {outcome: OUTCOME + outcome for outcome in OUTCOMES}
 LATENCY_FIELDS = tuple(f"{LATENCY}{i}" for i in range(MAX_INDEX + 1))
 TTFT_FIELDS = tuple(f"{TTFT}{i}" for i in range(MAX_INDEX + 1))
@@ -118,6 +122,37 @@ def add_attempt(fields: Fields, attempt: Attempt, slow_ms: Sequence[int]) -> Non
         fields[PROMPT_TOKENS] = get(PROMPT_TOKENS, 0) + attempt.prompt_tokens
     if attempt.completion_tokens:
         fields[COMPLETION_TOKENS] = get(COMPLETION_TOKENS, 0) + attempt.completion_tokens
+
+
+def add_request(fields: Fields, outcome: str, prompt_tokens: int, completion_tokens: int) -> None:
+    """Add one client request to a per-key bucket's counters."""
+    get = fields.get
+    fields[REQUESTS] = get(REQUESTS, 0) + 1
+    name = OUTCOME_FIELDS.get(outcome) or OUTCOME + outcome
+    fields[name] = get(name, 0) + 1
+    if prompt_tokens:
+        fields[PROMPT_TOKENS] = get(PROMPT_TOKENS, 0) + prompt_tokens
+    if completion_tokens:
+        fields[COMPLETION_TOKENS] = get(COMPLETION_TOKENS, 0) + completion_tokens
+
+
+def key_usage(fetched: Fetched) -> dict[str, dict[str, Any]]:
+    """Per key id, its requests, outcomes and tokens summed over the fetched buckets."""
+    out: dict[str, dict[str, Any]] = {}
+    for (model, key, _), fields in fetched.buckets.items():
+        if model != KEY_SERIES:
+            continue
+        usage = out.setdefault(
+            key, {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "outcomes": {}}
+        )
+        usage["requests"] += fields.get(REQUESTS, 0)
+        usage["prompt_tokens"] += fields.get(PROMPT_TOKENS, 0)
+        usage["completion_tokens"] += fields.get(COMPLETION_TOKENS, 0)
+        outcomes = usage["outcomes"]
+        for name, count in fields.items():
+            if name.startswith(OUTCOME):
+                outcomes[name[len(OUTCOME) :]] = outcomes.get(name[len(OUTCOME) :], 0) + count
+    return out
 
 
 def merge_batch(into: Batch, batch: Mapping[BucketKey, Mapping[str, int]]) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from gateway.config.schema import Store
 from gateway.errors import StoreError
@@ -29,6 +30,7 @@ from gateway.infra.breaker import Breaker
 from gateway.infra.clock import SharedClock
 from gateway.livestats.base import (
     ANALYSIS_TAG,
+    KEY_SERIES,
     REQUESTS,
     RETRY_TAG,
     SHADOW_TAG,
@@ -38,9 +40,11 @@ from gateway.livestats.base import (
     Fields,
     MetricsStore,
     add_attempt,
+    add_request,
     add_session,
     attempts_in,
     bucket_start,
+    key_usage,
     merge_batch,
     window_starts,
 )
@@ -48,6 +52,7 @@ from gateway.livestats.memory import MemoryStore
 from gateway.livestats.window import BucketStats, Snapshot
 
 log = logging.getLogger("gateway.store")
+ANONYMOUS = "anonymous"  # requests no configured key made (open gateway, failed authentication)
 SeriesSource = Callable[[], Sequence[tuple[str, str]]]  # the configured (model, version) pairs
 
 
@@ -91,6 +96,7 @@ class StoreSync:
         on the version routing assigned, is also counted as that arm's evidence (`#canary`);
         its other attempts (retries, fallbacks, or a first attempt health moved elsewhere) are
         counted under `#retry` instead. Pinned and rule-routed requests are never evidence."""
+        self._count_key(ex)
         if ex.model is None or not ex.attempts:
             return
         if ex.routing_reason != "canary":
@@ -110,6 +116,26 @@ class StoreSync:
             start = bucket_start(self.clock.now(), self.settings.bucket_s)
             fields = _bucket(self._batch, (ex.model, first.version + ANALYSIS_TAG, start))
             add_session(fields, ex.session, first.outcome in VERSION_FAILURES)
+
+    def _count_key(self, ex: Exchange) -> None:
+        """Every request is also counted for its client key (`#key` series; unauthenticated as
+        `anonymous`)."""
+        start = bucket_start(self.clock.now(), self.settings.bucket_s)
+        fields = _bucket(self._batch, (KEY_SERIES, ex.client or ANONYMOUS, start))
+        add_request(fields, ex.outcome, ex.prompt_tokens, ex.completion_tokens)
+
+    async def key_usage(self, ids: Sequence[str]) -> tuple[str, dict[str, dict[str, Any]]]:
+        """Requests, outcomes and tokens per client key id over the live window, summed over
+        every replica when the shared store answers (else this process's own counts), and which
+        source answered (`redis`, or `local`/`memory`)."""
+        series = [(KEY_SERIES, key) for key in (*ids, ANONYMOUS)]
+        starts = window_starts(self.clock.now(), self.settings.bucket_s, self.settings.window_s)
+        if self.shared is not None and await self._allowed():
+            try:
+                return "redis", key_usage(await self.shared.fetch(series, starts))
+            except StoreError as err:
+                self._failed("refresh", err)
+        return self.source, key_usage(self.local.fetch_now(series, starts))
 
     def record(
         self, model: str, attempts: Sequence[Attempt], tag: str = "", count: bool = True

@@ -6,9 +6,11 @@ request path) it reads the store sync's current state and snapshot and writes th
 `gateway_store_snapshot_age_seconds`, `gateway_store_dropped_total{reason}`,
 `gateway_store_errors_total{op}`) and, per configured version, the numbers
 `GET /admin/models/{model}/stats` shows: `gateway_version_requests_per_second`,
-`gateway_version_error_rate{class}`, `gateway_version_latency_seconds{quantile}`,
-`gateway_version_ttft_seconds{quantile}`, `gateway_version_tokens_per_second` and
-`gateway_version_samples`, all labelled `model` and `version` from the config.
+`gateway_version_error_rate{class}`, `gateway_version_latency_seconds{q}`,
+`gateway_version_ttft_seconds{q}`, `gateway_version_tokens_per_second` and
+`gateway_version_samples`, all labelled `model` and `version` from the config. The window
+percentiles are labelled `q`, not `quantile` (a label Prometheus reserves for summaries, which
+`promtool check metrics` rejects on a gauge).
 
 Every version's window numbers (percentiles included) come precomputed with the snapshot (summarized
 once per store refresh, not per scrape) and its lines for all six families are written in one
@@ -70,8 +72,8 @@ class VersionPrefixes:
             version,
             line(RATE),
             tuple(line(ERRORS, ("class", c)) for c in ERROR_CLASSES),
-            tuple(line(LATENCY, ("quantile", q)) for q, _ in QUANTILES),
-            tuple(line(TTFT, ("quantile", q)) for q, _ in TTFT_QUANTILES),
+            tuple(line(LATENCY, ("q", q)) for q, _ in QUANTILES),
+            tuple(line(TTFT, ("q", q)) for q, _ in TTFT_QUANTILES),
             line(TOKENS),
             line(SAMPLES),
         )

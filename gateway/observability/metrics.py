@@ -3,10 +3,13 @@
 Owns the gateway's metric families (an `Exposition`, no global state) and what one scrape
 writes: prometheus_client's process and platform collectors (in a `CollectorRegistry` of their
 own), then the gateway's families, the canary's, and the live gauges (`gateway.live_metrics`).
-`model` and `version` label values come only from the config; anything else is `other` (and
-`none` where no version was chosen), so client input can never create series. Each (model,
-version, outcome) is bound once to its series, so recording a request is a dict lookup and a few
-list and attribute increments.
+`model`, `version` and `key` label values come only from the config; anything else is `other`
+(`none` where no version was chosen, `anonymous` for a request no configured key made), so client
+input can never create series. Latency histograms observe only requests an upstream answered
+(a version was chosen): the gateway's own refusals are counted by `gateway_requests_total`'s
+`outcome` (`rejected`, `throttled`, `client_error`) and never draw a latency line. Each (model,
+version, outcome, key) is bound once per config to its series, so recording a request is a dict
+lookup and a few list and attribute increments.
 
 Bucket upper bounds, in seconds (+Inf implied):
   gateway_request_duration_seconds, gateway_ttft_seconds: `LATENCY_BUCKETS`
@@ -20,7 +23,7 @@ Only the Prometheus text format 0.0.4 is served (no OpenMetrics negotiation).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,7 +32,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from gateway.exchange import Attempt, Exchange
+from gateway.exchange import SUCCESS, Attempt, Exchange
 from gateway.livestats.sync import StoreSync
 from gateway.observability.canary import CanaryMetrics
 from gateway.observability.exposition import Exposition
@@ -42,6 +45,8 @@ from gateway.routing.table import Registry
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 OTHER = "other"
+NONE = "none"
+ANONYMOUS = "anonymous"  # the `key` label of requests no configured key made (open gateway, 401)
 LOG = logging.getLogger("gateway.health")
 
 
@@ -54,8 +59,8 @@ class Metrics:
         mv = ("model", "version")
         self.requests = x.counter(
             "gateway_requests_total",
-            "Client requests by model, serving version and outcome class",
-            (*mv, "outcome"),
+            "Client requests by model, serving version, outcome class and client key id",
+            (*mv, "outcome", "key"),
         )
         self.duration = x.histogram(
             "gateway_request_duration_seconds",
@@ -75,7 +80,9 @@ class Metrics:
             OVERHEAD_BUCKETS,
         ).labels()
         self.tokens = x.counter(
-            "gateway_tokens_total", "Tokens reported by upstream usage blocks", (*mv, "kind")
+            "gateway_tokens_total",
+            "Tokens reported by upstream usage blocks, by client key id",
+            (*mv, "kind", "key"),
         )
         self.weight = x.gauge(
             "gateway_routing_weight",
@@ -100,7 +107,8 @@ class Metrics:
         self.canary = CanaryMetrics(x)
         self.registry = RegistryMetrics(x)
         self._known: frozenset[tuple[str, str]] = frozenset()
-        self._children: dict[tuple[str, str, str], Callable[[Exchange], None]] = {}
+        self._keys: frozenset[str] = frozenset()
+        self._children: dict[tuple[str, str, str, str], Callable[[Exchange], None]] = {}
 
     def _resilience(self, x: Exposition) -> None:
         self.retries = x.counter(
@@ -157,14 +165,21 @@ class Metrics:
     def ratelimit_breaker_open(self, is_open: bool) -> None:
         self.ratelimit_breaker.set(1 if is_open else 0)
 
-    def use_registry(self, registry: Registry, revision: str) -> None:
-        """Adopt a (new) config: the label values it allows, its weights and revision."""
+    def use_registry(self, registry: Registry, revision: str, keys: Iterable[str] = ()) -> None:
+        """Adopt a (new) config: the label values it allows (its models, versions and client key
+        ids), its weights and revision. The series of every (model, version, key) that can serve
+        are bound here, once, so the request path only looks them up."""
         self.config_info.clear()
         self.config_info.labels(revision).set(1)
         self._known = frozenset(
-            (m.name, v) for m in registry.models.values() for v in (*m.versions, "none")
+            (m.name, v) for m in registry.models.values() for v in (*m.versions, NONE)
         )
+        self._keys = frozenset((*keys, ANONYMOUS))
         self._children.clear()
+        for model, version in self._known:
+            for key in self._keys:
+                if version != NONE:
+                    self._child((model, version, SUCCESS, key))
         self.publish_weights(registry)
 
     def publish_weights(self, registry: Registry) -> None:
@@ -180,20 +195,30 @@ class Metrics:
     def record(self, ex: Exchange) -> None:
         if ex.reason:
             self.rejected.labels(ex.reason).inc()
-        key = (ex.model or OTHER, ex.version or "none", ex.outcome)
-        observe = self._children.get(key)
-        if observe is None:
-            observe = self._children[key] = self._bind(*key)
+        labels = (ex.model or OTHER, ex.version or NONE, ex.outcome, ex.client or ANONYMOUS)
+        observe = self._children.get(labels) or self._child(labels)
         observe(ex)
 
-    def _bind(self, model: str, version: str, outcome: str) -> Callable[[Exchange], None]:
+    def _child(self, labels: tuple[str, str, str, str]) -> Callable[[Exchange], None]:
+        observe = self._children[labels] = self._bind(*labels)
+        return observe
+
+    def _bind(self, model: str, version: str, outcome: str, key: str) -> Callable[[Exchange], None]:
         if (model, version) not in self._known:
-            model, version = (OTHER, OTHER) if model != OTHER else (OTHER, "none")
-        count = self.requests.labels(model, version, outcome)
+            model, version = (OTHER, OTHER) if model != OTHER else (OTHER, NONE)
+        if key not in self._keys:
+            key = OTHER
+        count = self.requests.labels(model, version, outcome, key)
+        prompt = self.tokens.labels(model, version, "prompt", key)
+        completion = self.tokens.labels(model, version, "completion", key)
+        if version == NONE:  # refused before any upstream: counted, never a latency line
+
+            def refused(ex: Exchange) -> None:
+                count.value += 1
+
+            return refused
         duration = self.duration.labels(model, version).observe
         ttft = self.ttft.labels(model, version).observe
-        prompt = self.tokens.labels(model, version, "prompt")
-        completion = self.tokens.labels(model, version, "completion")
         overhead = self.overhead.observe
 
         def observe(ex: Exchange) -> None:

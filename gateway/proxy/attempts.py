@@ -102,6 +102,8 @@ class PlanRunner:
                 if retrying:
                     budget.retries += 1
                     self.metrics.retried(model.name, _kind(last))
+                    if ex.trace is not None:
+                        ex.trace.retried(_kind(last), vid)
                 try:
                     hold = _hold(retry) if more else None
                     await self.forwarder.attempt(

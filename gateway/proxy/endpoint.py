@@ -40,6 +40,7 @@ from gateway.exchange import CLIENT_CANCEL, Exchange
 from gateway.infra.tasks import CurrentTask
 from gateway.livestats.responses import Owner, ResponseIndex
 from gateway.observability.logs import AccessLog
+from gateway.observability.tracing import RequestTracer
 from gateway.proxy.attempts import PlanRunner, attempt_order
 from gateway.proxy.edge import DISCONNECT
 from gateway.proxy.forward import Outgoing
@@ -111,6 +112,7 @@ class ProxyEndpoint:
         record: Callable[[Exchange], None] = lambda ex: None,
         shadow: Shadow | None = None,
         index: ResponseIndex | None = None,
+        tracer: RequestTracer | None = None,
     ) -> None:
         self._current = current
         self._runner = runner
@@ -122,6 +124,7 @@ class ProxyEndpoint:
         self._record = record  # the live store's and the canary's recorders: synchronous, O(1)
         self._shadow = shadow  # copies to `routing.shadow` (synchronous, O(1); runs apart)
         self._index = index  # response id -> the version that created it
+        self._tracer = tracer  # None with tracing off: one `is None` check per request
         self._current_task = CurrentTask()
         self.inflight = 0  # client requests in progress
         self._key_inflight: dict[str, int] = {}  # API key id -> its requests in progress
@@ -141,6 +144,8 @@ class ProxyEndpoint:
         rt = self._current.runtime  # one config snapshot for the whole request
         headers = dict(scope["headers"])
         ex = Exchange(_request_id(headers.get(b"x-request-id")), scope["path"], perf_counter())
+        if self._tracer is not None:
+            ex.trace = self._tracer.start(headers, ex)
         task = self._current_task()
         link = ClientLink(send, task)
         self.inflight += 1
@@ -157,6 +162,8 @@ class ProxyEndpoint:
             admit = self._admit if ex.path in MODEL_ROUTES else self._admit_by_id
             target, order, payload, ticket, wrap = await admit(rt, scope, receive, headers, ex)
             link.stream = ex.stream
+            if ex.trace is not None:
+                ex.trace.routed(order)
             hooks = scope.get(DISCONNECT)
             if hooks is not None:
                 hooks.add(link.lost)
@@ -193,6 +200,8 @@ class ProxyEndpoint:
             rt.metrics.record(ex)
             self._access.write(ex)
             self._record(ex)
+            if ex.trace is not None:
+                ex.trace.end(ex)
 
     def _authenticate(self, rt: Runtime, headers: dict[bytes, bytes], ex: Exchange) -> Client:
         """The caller's key (401 if none), counted in its in-flight requests from here on (429

@@ -87,6 +87,11 @@ class Forwarder:
         headers = to_upstream(
             client_headers, version.api_key, ex.request_id, version.forward_headers
         )
+        span = None
+        if ex.trace is not None:  # tracing on (off: this one check)
+            url = version.urls.get(ex.path, version.base_url)
+            span = ex.trace.attempt(attempt, version.upstream_model, url)
+            span.inject(headers)
         deadline = self.deadlines.start(timeouts.ttft_s, timeouts.idle_s, timeouts.total_s)
         resp: UpstreamResponse | None = None
         finished = False
@@ -122,6 +127,8 @@ class Forwarder:
                 attempt.completion_tokens = ex.completion_tokens
             if resp is not None:
                 resp.release() if finished else resp.close()
+            if span is not None:
+                span.end(attempt)
 
 
 async def _outgoing(

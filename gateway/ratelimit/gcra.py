@@ -18,6 +18,7 @@ from typing import Protocol
 
 from gateway.config.schema import RateLimit
 from gateway.errors import ClientError
+from gateway.exchange import THROTTLED
 
 WINDOW_S = 60.0
 DEFAULT_COMPLETION_ESTIMATE = 256  # reserved when a request sets no max_tokens
@@ -27,7 +28,7 @@ class RateLimited(ClientError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
-    outcome = "rate_limited"
+    outcome = THROTTLED  # not the upstream's 429 (that is `rate_limited`)
 
     def __init__(
         self, message: str, retry_after: float, headers: list[tuple[bytes, bytes]]

@@ -19,7 +19,7 @@ class Current:
 
     def swap(self, runtime: Runtime) -> None:
         """Make `runtime` the one new requests see (its metrics adopt its registry first)."""
-        runtime.metrics.use_registry(runtime.registry, runtime.revision)
+        runtime.metrics.use_registry(runtime.registry, runtime.revision, runtime.keys.ids)
         self.runtime = runtime
 
     @property

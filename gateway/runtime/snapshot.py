@@ -1,9 +1,9 @@
 """The per-config snapshot the data path reads: `Runtime`.
 
 A `Runtime` bundles everything derived from one config (routing table, limits, client keys,
-revision) and the shared control overrides layered over it (weights, aliases, canary weight),
-with the process-wide metrics. Each request reads the current `Runtime` once and keeps that
-snapshot to the end, so a reload never changes a request in flight.
+revision, CORS policy) and the shared control overrides layered over it (weights, aliases,
+canary weight), with the process-wide metrics. Each request reads the current `Runtime` once
+and keeps that snapshot to the end, so a reload never changes a request in flight.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from gateway.modelregistry.merge import resolve
 from gateway.modelregistry.view import RegistryView
 from gateway.observability.metrics import Metrics
 from gateway.routing.table import Registry
+from gateway.runtime.cors import CorsPolicy
 from gateway.runtime.overrides import Overrides, layered
 
 
@@ -34,6 +35,7 @@ class Runtime:
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: GatewayConfig | None = None  # the file's config (`config` has the registry merged)
     view: RegistryView | None = None  # the model registry's view merged into `config`
+    cors: CorsPolicy | None = None  # None: CORS off (no header sent, preflights not answered)
 
     @classmethod
     def build(
@@ -54,7 +56,10 @@ class Runtime:
         routed, canary_weights = layered(effective, overrides)
         registry = Registry.build(routed, environ, revision, canary_weights)
         keys = KeyTable(cfg.auth)
-        return cls(effective, registry, cfg.limits, metrics, revision, keys, overrides, cfg, view)
+        cors = CorsPolicy.build(cfg.cors)
+        return cls(
+            effective, registry, cfg.limits, metrics, revision, keys, overrides, cfg, view, cors
+        )
 
     @property
     def file_config(self) -> GatewayConfig:

@@ -24,6 +24,7 @@ from fastapi.responses import (
 
 from gateway.control.service import Control
 from gateway.livestats import StoreSync
+from gateway.livestats.sync import ANONYMOUS
 from gateway.runtime.current import Current
 from gateway.runtime.reload import Reloader
 from gateway.web import ui
@@ -34,6 +35,10 @@ from gateway.web.openapi import ERROR
 from gateway.web.stats import version_stats
 
 ERR = {"content": {"application/json": {"schema": ERROR}}}
+
+
+def _no_usage() -> dict[str, object]:
+    return {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "outcomes": {}}
 
 
 def admin_router(
@@ -101,6 +106,17 @@ def admin_router(
                 status_code=404,
             )
         return JSONResponse(status)
+
+    @router.get(
+        "/keys/usage",
+        summary="Requests, outcomes and tokens per client key id over the live window",
+    )
+    async def keys_usage() -> JSONResponse:
+        ids = current.runtime.keys.ids
+        source, usage = await sync.key_usage(ids)
+        keys = {key: usage.get(key) or _no_usage() for key in (*ids, ANONYMOUS)}
+        window_s = current.runtime.config.store.window_s
+        return JSONResponse({"window_s": window_s, "source": source, "keys": keys})
 
     @router.get(
         "/ui",

@@ -1,6 +1,7 @@
-"""The web routes beside the data plane: model listing, health, readiness, metrics, and the
-status page's public login form (when an admin token is configured) — or, with `admin.listen`,
-the separate admin listener's app, which then holds the login form and the admin routes.
+"""The web routes beside the data plane: model listing, health, readiness, metrics, the API
+reference page (`/docs`, reading the OpenAPI document), and the status page's public login form
+(when an admin token is configured) — or, with `admin.listen`, the separate admin listener's
+app, which then holds the login form and the admin routes.
 
 A FastAPI app (it also publishes the OpenAPI document); errors are rendered by `web.errors`.
 """
@@ -95,6 +96,7 @@ def build_web(current: Current, lifespan: Any, admin_auth: AdminAuth | None = No
     async def metrics() -> Response:
         return metrics_response(current)
 
+    _docs_route(web)
     admin = current.runtime.config.admin
     if admin.token_env and admin.listen is None:
         _login_routes(web)
@@ -113,8 +115,17 @@ def build_admin_web() -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(web)
+    _docs_route(web)
     _login_routes(web)
     return web
+
+
+def _docs_route(web: FastAPI) -> None:
+    """`/docs`: the OpenAPI document as a page; self-contained (no CDN, no external asset)."""
+
+    @web.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return ui.page("docs.html")
 
 
 def _login_routes(web: FastAPI) -> None:

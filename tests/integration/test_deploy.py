@@ -39,6 +39,7 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "gateway.json"
 COMPOSE = DEPLOY / "compose.yaml"
 COMPOSE_CONFIG = DEPLOY / "compose" / "gateway.yaml"
 K8S = DEPLOY / "k8s"
+MONITORING = K8S / "monitoring"
 
 # The gateway's metric names as exported (counters with _total, histograms by their _bucket).
 KNOWN_METRICS = frozenset(
@@ -454,6 +455,9 @@ def test_k8s_manifest_kinds() -> None:
             ("v1", "Service", "llm-gateway"),
             ("v1", "Service", "llm-gateway-redis"),
             ("v1", "PersistentVolumeClaim", "llm-gateway-redis-data"),
+            ("v1", "Service", "llm-gateway-admin"),
+            ("networking.k8s.io/v1", "NetworkPolicy", "llm-gateway"),
+            ("networking.k8s.io/v1", "NetworkPolicy", "llm-gateway-redis"),
             ("policy/v1", "PodDisruptionBudget", "llm-gateway"),
             ("autoscaling/v2", "HorizontalPodAutoscaler", "llm-gateway"),
         ]
@@ -549,6 +553,104 @@ def test_kustomize_renders() -> None:
     assert len(rendered) == len(k8s_objects())
     for obj in rendered:
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "llm-gateway"
+
+
+def test_admin_api_has_its_own_port_behind_a_network_policy(tmp_path: Path) -> None:
+    config = load_one(k8s_gateway_config(tmp_path))
+    (container,) = k8s_object("Deployment", "llm-gateway")["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["admin"] == config["admin"]["listen"]["port"] != ports["http"]
+    assert config["admin"]["listen"]["host"] == "0.0.0.0"
+    (admin_port,) = k8s_object("Service", "llm-gateway-admin")["spec"]["ports"]
+    assert admin_port["targetPort"] == "admin"
+    assert [p["targetPort"] for p in k8s_object("Service", "llm-gateway")["spec"]["ports"]] == [
+        "http"
+    ]  # the client Service never exposes the admin port
+    policy = k8s_object("NetworkPolicy", "llm-gateway")["spec"]
+    pod_labels = k8s_object("Deployment", "llm-gateway")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    by_port = {rule["ports"][0]["port"]: rule for rule in policy["ingress"]}
+    assert set(by_port) == {"http", "admin"}
+    assert "from" not in by_port["http"]  # clients, probes and Prometheus
+    (peer,) = by_port["admin"]["from"]
+    assert peer == {"podSelector": {"matchLabels": {"llm-gateway/admin-access": "true"}}}
+    redis = k8s_object("NetworkPolicy", "llm-gateway-redis")["spec"]
+    (rule,) = redis["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": policy["podSelector"]["matchLabels"]}}]
+
+
+def test_redis_password_comes_from_a_secret() -> None:
+    redis = k8s_object("Deployment", "llm-gateway-redis")["spec"]["template"]["spec"]
+    (server,) = redis["containers"]
+    env = {e["name"]: e for e in server["env"]}
+    args = server["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    for name in ("REDIS_PASSWORD", "REDISCLI_AUTH"):  # the server, and redis-cli in the probes
+        assert env[name]["valueFrom"]["secretKeyRef"] == {
+            "name": "llm-gateway-redis",
+            "key": "password",
+        }
+    (gw,) = k8s_object("Deployment", "llm-gateway")["spec"]["template"]["spec"]["containers"]
+    gw_env = [e["name"] for e in gw["env"]]
+    assert gw_env.index("REDIS_PASSWORD") < gw_env.index("GATEWAY_REDIS_URL")  # $(...) order
+    url = next(e["value"] for e in gw["env"] if e["name"] == "GATEWAY_REDIS_URL")
+    assert urlsplit(url).password == "$(REDIS_PASSWORD)"
+    assert urlsplit(url).hostname == "llm-gateway-redis"
+    password = next(e for e in gw["env"] if e["name"] == "REDIS_PASSWORD")
+    assert password["valueFrom"]["secretKeyRef"] == {"name": "llm-gateway-redis", "key": "password"}
+
+
+def monitoring_objects() -> dict[str, dict[str, Any]]:
+    return {
+        doc["kind"]: doc
+        for path in sorted(MONITORING.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for doc in load_docs(path)
+    }
+
+
+def test_prometheus_rule_is_generated_from_the_alerts_file() -> None:
+    result = run([sys.executable, str(MONITORING / "generate.py"), "--check"])
+    assert result.returncode == 0, result.stderr
+    rule = monitoring_objects()["PrometheusRule"]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["spec"]["groups"] == load_one(ALERTS)["groups"]
+    listed = set(load_one(MONITORING / "kustomization.yaml")["resources"])
+    assert listed == {p.name for p in MONITORING.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+def test_promtool_checks_the_prometheus_rule(tmp_path: Path) -> None:
+    path = tmp_path / "prometheusrule-spec.yml"
+    path.write_text(yaml.safe_dump(monitoring_objects()["PrometheusRule"]["spec"]))
+    result = run([require_binary("promtool"), "check", "rules", str(path)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_service_monitor_scrapes_the_gateway_service() -> None:
+    monitor = monitoring_objects()["ServiceMonitor"]["spec"]
+    service = k8s_object("Service", "llm-gateway")
+    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    admin = k8s_object("Service", "llm-gateway-admin")["metadata"]["labels"]
+    assert not monitor["selector"]["matchLabels"].items() <= admin.items()
+    (endpoint,) = monitor["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    # The rules' `up{job="gateway"}` and the compose job name hold in Kubernetes too.
+    assert {"targetLabel": "job", "replacement": "gateway"} in endpoint["relabelings"]
+    jobs = [j["job_name"] for j in load_one(PROMETHEUS)["scrape_configs"]]
+    assert "gateway" in jobs
+
+
+def test_kustomize_renders_the_monitoring_objects() -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed (optional: the manifests are also checked as YAML)")
+    result = run([kubectl, "kustomize", str(MONITORING)])
+    assert result.returncode == 0, result.stderr
+    kinds = {d["kind"] for d in yaml.safe_load_all(result.stdout) if d}
+    assert kinds == {"ServiceMonitor", "PrometheusRule"}
 
 
 # --- compose ----------------------------------------------------------------------------------

@@ -226,9 +226,15 @@ def test_metrics_use_config_labels_only(gw: Gateway) -> None:
         post(gw, {"model": f"junk-{i}"})
     post(gw, {"model": "chat@v1"})
     text = httpx.get(gw.base + "/metrics").text
-    assert 'gateway_requests_total{model="chat",outcome="success",version="v1"}' in text
+    assert (
+        'gateway_requests_total{key="anonymous",model="chat",outcome="success",version="v1"}'
+        in text
+    )
     assert "junk" not in text
-    assert 'gateway_requests_total{model="other",outcome="client_error",version="none"}' in text
+    assert (
+        'gateway_requests_total{key="anonymous",model="other",outcome="client_error",version="none"}'
+        in text
+    )
     assert 'gateway_routing_weight{model="chat",version="v2"} 0.3' in text
     assert "process_resident_memory_bytes" in text
 

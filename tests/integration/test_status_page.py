@@ -419,3 +419,35 @@ def screenshot(page: Any, tmp_path: Path) -> None:
     assert path.stat().st_size > 10_000
     SHOTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(path, SHOTS / "status-page.png")
+
+
+def test_docs_page_in_chromium_lists_public_and_admin_routes(live_gw: Gateway) -> None:
+    """`/docs` renders the OpenAPI document with nothing fetched from anywhere but the gateway."""
+    chromium = require_binary("chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            fetched: list[str] = []
+            problems: list[str] = []
+            page.on("request", lambda r: fetched.append(r.url))
+            page.on("console", lambda m: problems.append(m.text) if bad_console(m) else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            assert page.goto(f"{live_gw.base}/docs").status == 200
+            page.wait_for_function("() => document.getElementById('status').dataset.ready === '1'")
+            ops = page.evaluate(
+                "() => [...document.querySelectorAll('details.op')]"
+                ".map(e => e.dataset.method + ' ' + e.dataset.path)"
+            )
+            for op in ("post /v1/chat/completions", "post /v1/embeddings", "get /v1/models",
+                       "get /healthz", "get /admin/models", "post /admin/reload"):  # fmt: skip
+                assert op in ops, (op, ops)
+            page.click("details.op[data-path='/v1/chat/completions'] > summary")
+            assert "x-gateway-version" in page.inner_text(
+                "details.op[data-path='/v1/chat/completions']"
+            )
+            assert fetched and all(url.startswith(live_gw.base) for url in fetched), fetched
+            assert not problems, problems
+        finally:
+            browser.close()

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from gateway.app import App, create_app
+from gateway.auth import new_key
 from gateway.config import parse_config
 from tests.fakes import FakeResponse, FakeTransport
 from tests.samples import ENV, GOOD
@@ -108,7 +109,7 @@ async def test_performance_weights_follow_errors_and_reach_prometheus() -> None:
     assert 'gateway_version_samples{model="chat",version="v1"} 20.0' in text
     assert 'gateway_store_up{backend="memory"} 1.0' in text
     assert "gateway_store_snapshot_age_seconds" in text and "gateway_redis_up" not in text
-    assert 'gateway_version_latency_seconds{model="chat",quantile="0.99",version="v1"}' in text
+    assert 'gateway_version_latency_seconds{model="chat",q="0.99",version="v1"}' in text
 
 
 async def test_stats_stay_valid_json_when_every_version_fails() -> None:
@@ -122,3 +123,42 @@ async def test_stats_stay_valid_json_when_every_version_fails() -> None:
     v1 = resp.json()["versions"]["v1"]
     assert v1["error_rate"] == 1.0 and v1["latency_p50_ms"] is None
     assert v1["routing"]["trusted"] is True and v1["routing"]["fast_ms"] is None
+
+
+async def test_key_usage_reports_requests_and_tokens_per_key_over_the_window() -> None:
+    team, team_digest = new_key()
+    tiny, tiny_digest = new_key()
+    auth = (
+        "auth:\n  keys:\n"
+        f"    - {{id: team-a, sha256: {team_digest}}}\n"
+        f"    - {{id: tiny, sha256: {tiny_digest}, rate_limit: {{requests_per_minute: 1}}}}\n"
+    )
+    gw, _ = app(GOOD + "admin: {token_env: ADMIN_TOKEN}\n" + auth)
+    for _ in range(3):
+        await send(gw, "POST", "/v1/chat/completions", json={"model": "chat@v1"},
+                   headers={"authorization": f"Bearer {team}"})  # fmt: skip
+    for _ in range(2):  # the second is over the key's limit: the gateway's own 429
+        await send(gw, "POST", "/v1/chat/completions", json={"model": "chat@v1"},
+                   headers={"authorization": f"Bearer {tiny}"})  # fmt: skip
+    await send(gw, "POST", "/v1/chat/completions", json={"model": "chat"})  # no key: 401
+    await gw.parts.sync.flush()
+    resp = await send(gw, "GET", "/admin/keys/usage", headers=AUTH)
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["window_s"] == 60 and body["source"] == "memory"
+    keys = body["keys"]
+    assert set(keys) == {"team-a", "tiny", "anonymous"}
+    assert keys["team-a"] == {
+        "requests": 3, "prompt_tokens": 12, "completion_tokens": 6, "outcomes": {"success": 3}
+    }  # fmt: skip
+    assert keys["tiny"]["requests"] == 2
+    assert keys["tiny"]["outcomes"] == {"success": 1, "throttled": 1}
+    assert keys["anonymous"]["outcomes"] == {"client_error": 1}
+    scrape = (await send(gw, "GET", "/metrics")).text
+    # a request-count limit is charged on the head, before the body names the model
+    line = 'gateway_requests_total{key="tiny",model="other",outcome="throttled",version="none"} 1.0'
+    assert line in scrape
+    assert (
+        'gateway_tokens_total{key="team-a",kind="prompt",model="chat",version="v1"} 12.0' in scrape
+    )
+    assert (await send(gw, "GET", "/admin/keys/usage")).status_code == 401

@@ -117,7 +117,16 @@ async def test_metrics_record_outcomes_with_config_labels(app: App, fake: FakeTr
     await call(app, {"model": "chat@v1"})
     await call(app, {"model": "who-knows"})
     text = app.current.runtime.metrics.scrape().decode()
-    assert 'gateway_requests_total{model="chat",outcome="success",version="v1"} 1.0' in text
-    assert 'gateway_tokens_total{kind="completion",model="chat",version="v1"} 2.0' in text
-    assert 'gateway_requests_total{model="other",outcome="client_error",version="none"} 1.0' in text
+    assert (
+        'gateway_requests_total{key="anonymous",model="chat",outcome="success",version="v1"} 1.0'
+        in text
+    )
+    assert (
+        'gateway_tokens_total{key="anonymous",kind="completion",model="chat",version="v1"} 2.0'
+        in text
+    )
+    assert (
+        'gateway_requests_total{key="anonymous",model="other",outcome="client_error",version="none"} 1.0'
+        in text
+    )
     assert "who-knows" not in text

@@ -163,15 +163,49 @@ def test_labels_are_bounded_to_the_config() -> None:
     metrics.record(served(None, None, "client_error"))  # model never resolved
     metrics.record(served("junk-model", "junk-version"))
     text = metrics.scrape().decode()
-    assert 'gateway_requests_total{model="chat",outcome="success",version="v1"} 2.0\n' in text
-    assert 'gateway_requests_total{model="chat",outcome="success",version="other"}' not in text
-    assert 'gateway_requests_total{model="other",outcome="success",version="other"} 2.0\n' in text
-    assert 'gateway_requests_total{model="other",outcome="client_error",version="none"} 1.0\n' in (
-        text
-    )
-    assert 'gateway_tokens_total{kind="completion",model="chat",version="v1"} 14.0\n' in text
+    ok = 'key="anonymous",model="chat",outcome="success",version="v1"'
+    assert f"gateway_requests_total{{{ok}}} 2.0\n" in text
+    assert 'model="chat",outcome="success",version="other"' not in text
+    other = 'key="anonymous",model="other",outcome="success",version="other"'
+    assert f"gateway_requests_total{{{other}}} 2.0\n" in text
+    none = 'key="anonymous",model="other",outcome="client_error",version="none"'
+    assert f"gateway_requests_total{{{none}}} 1.0\n" in text
+    tokens = 'key="anonymous",kind="completion",model="chat",version="v1"'
+    assert f"gateway_tokens_total{{{tokens}}} 14.0\n" in text
     assert 'gateway_ttft_seconds_bucket{le="0.05",model="chat",version="v1"} 2.0\n' in text
     assert 'gateway_request_duration_seconds_count{model="chat",version="v1"} 2.0\n' in text
-    assert 'gateway_overhead_seconds_bucket{le="0.001"} 5.0\n' in text
+    assert 'gateway_overhead_seconds_bucket{le="0.001"} 4.0\n' in text  # not the refusal
     assert 'gateway_config_info{revision="rev1"} 1.0\n' in text
     assert "junk" not in text and "v9" not in text
+
+
+def test_key_label_is_bounded_to_the_configured_key_ids() -> None:
+    metrics = Metrics()
+    metrics.use_registry(Registry.build(parse_config(CONFIG, {}), {}), "rev1", ("team-a",))
+    for client in ("team-a", "team-a", "", "not-a-configured-id"):
+        ex = served("chat", "v1")
+        ex.client = client
+        metrics.record(ex)
+    text = metrics.scrape().decode()
+    line = 'gateway_requests_total{{key="{}",model="chat",outcome="success",version="v1"}} {}\n'
+    assert line.format("team-a", "2.0") in text
+    assert line.format("anonymous", "1.0") in text
+    assert line.format("other", "1.0") in text
+    assert "not-a-configured-id" not in text
+    tokens = 'gateway_tokens_total{key="team-a",kind="prompt",model="chat",version="v1"} 10.0\n'
+    assert tokens in text
+
+
+def test_refusals_are_counted_by_outcome_and_draw_no_latency_line() -> None:
+    metrics = recorder()
+    for outcome in ("rejected", "throttled"):
+        metrics.record(served("chat", None, outcome))
+    text = metrics.scrape().decode()
+    for outcome in ("rejected", "throttled"):
+        labels = f'key="anonymous",model="chat",outcome="{outcome}",version="none"'
+        assert f"gateway_requests_total{{{labels}}} 1.0\n" in text
+    assert 'version="none"' not in "".join(
+        line
+        for line in text.splitlines()
+        if line.startswith(("gateway_request_duration", "gateway_ttft"))
+    )

@@ -21,7 +21,7 @@ def test_quantile_labels_carry_the_percentile_they_name() -> None:
     assert len(latency_lines) == 3 and len(ttft_lines) == 2
     for lines, hist in ((latency_lines, latency), (ttft_lines, ttft)):
         for line in lines:
-            found = re.search(r'quantile="([0-9.]+)"', line)
+            found = re.search(r'q="([0-9.]+)"', line)
             assert found is not None
             value = hist.quantile(float(found.group(1)))
             assert value is not None and line.endswith(f" {number(value / 1000)}\n")

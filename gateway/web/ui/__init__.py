@@ -1,9 +1,11 @@
 """The operator status page: a read-only HTML view of the admin API.
 
-Owns the two static pages shipped as package data (`status.html`, served at `GET /admin/ui` on
-the guarded admin router; `login.html`, the public form at `GET /login`) and their security
-headers (a Content-Security-Policy that admits only the page's own inline script by hash, no
-framing, no caching). The browser session the page runs on is `gateway.web.admin_auth`'s.
+Owns the static pages shipped as package data (`status.html`, served at `GET /admin/ui` on the
+guarded admin router; `login.html`, the public form at `GET /login`; `docs.html`, the API
+reference at `GET /docs`, which renders the OpenAPI document in the browser with no CDN) and their
+security headers (a Content-Security-Policy that admits only the page's own inline script by
+hash, no framing, no caching). The browser session the page runs on is
+`gateway.web.admin_auth`'s.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def _page(name: str) -> tuple[str, str]:
 
 
 def page(name: str) -> HTMLResponse:
-    """`status.html` or `login.html` with its security headers."""
+    """`status.html`, `login.html` or `docs.html` with its security headers."""
     html, csp = _page(name)
     headers = {
         "content-security-policy": csp,
