@@ -16,23 +16,27 @@ class GatewayError(Exception):
     status = 500
     type = "server_error"
     code: str | None = None
+    param: str | None = None  # the request field the error is about, when there is one
     outcome = "rejected"  # the outcome class recorded for the request (see exchange.py)
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if param is not None:
+            self.param = param
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """Extra response headers this error carries (Retry-After, rate-limit state)."""
         return []
 
     def body(self) -> bytes:
-        """The error as OpenAI's JSON shape: {"error": {"message", "type", "code"}}."""
-        return orjson.dumps(
-            {"error": {"message": self.message, "type": self.type, "code": self.code}}
-        )
+        """The error as OpenAI's JSON shape: {"error": {"message", "type", "param", "code"}}."""
+        return orjson.dumps({"error": self.fields()})
+
+    def fields(self) -> dict[str, str | None]:
+        return {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
 
 
 class ConfigError(GatewayError):

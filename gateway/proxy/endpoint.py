@@ -284,7 +284,9 @@ class ProxyEndpoint:
         if previous is None:
             return target
         if not isinstance(previous, str) or not previous:
-            raise BadRequest("'previous_response_id' must be a non-empty string")
+            raise BadRequest(
+                "'previous_response_id' must be a non-empty string", param="previous_response_id"
+            )
         model_name, vid = await self._owner(previous)
         model = target.model
         if model_name != model.name:
@@ -495,7 +497,7 @@ def _parse(body: bytes) -> dict[str, Any]:
         raise BadRequest("request body must be a JSON object")
     model = payload.get("model")
     if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required and must be a non-empty string")
+        raise BadRequest("'model' is required and must be a non-empty string", param="model")
     return payload
 
 

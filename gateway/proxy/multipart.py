@@ -118,7 +118,7 @@ async def read_upload(
         found = scanner.find(data)
         if found is not None:
             return Upload(receive, data, found, size, more, limit)
-    raise BadRequest("'model' is required: the form has no 'model' field")
+    raise BadRequest("'model' is required: the form has no 'model' field", param="model")
 
 
 class _Scanner:
@@ -137,7 +137,9 @@ class _Scanner:
                 return None
             after = at + len(delimiter)
             if data[after : after + 2] == b"--":
-                raise BadRequest("'model' is required: the form has no 'model' field")
+                raise BadRequest(
+                    "'model' is required: the form has no 'model' field", param="model"
+                )
             head_end = data.find(b"\r\n\r\n", after)
             if head_end < 0:
                 self._pos = at
@@ -148,12 +150,12 @@ class _Scanner:
             start = head_end + 4
             end = data.find(b"\r\n" + delimiter, start)
             if (end if end >= 0 else len(data)) - start > MAX_MODEL_BYTES:
-                raise BadRequest("the 'model' field is too long")
+                raise BadRequest("the 'model' field is too long", param="model")
             if end < 0:
                 self._pos = at
                 return None
             if end == start:
-                raise BadRequest("'model' must be a non-empty string")
+                raise BadRequest("'model' must be a non-empty string", param="model")
             return start, end
 
 

@@ -48,7 +48,7 @@ def sse_error(message: str, type_: str, code: str) -> bytes:
     """One terminal SSE event in OpenAI's error shape."""
     return (
         b"data: "
-        + orjson.dumps({"error": {"message": message, "type": type_, "code": code}})
+        + orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
         + b"\n\n"
     )
 

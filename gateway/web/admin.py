@@ -23,6 +23,7 @@ from fastapi.responses import (
 )
 
 from gateway.control.service import Control
+from gateway.errors import ConfigError
 from gateway.livestats import StoreSync
 from gateway.livestats.sync import ANONYMOUS
 from gateway.runtime.current import Current
@@ -64,6 +65,7 @@ def admin_router(
                     "error": {
                         "message": "no config file to reload",
                         "type": "invalid_request_error",
+                        "param": None,
                         "code": "no_config_file",
                     }
                 },
@@ -71,8 +73,14 @@ def admin_router(
             )
         result = reloader.reload()
         if not result.ok:
-            return JSONResponse(
-                {"revision": result.revision, "problems": list(result.problems)}, status_code=422
+            rejected = ConfigError(list(result.problems))
+            return JSONResponse(  # the error object, and the problems one by one for tools
+                {
+                    "error": rejected.fields(),
+                    "revision": result.revision,
+                    "problems": list(result.problems),
+                },
+                status_code=422,
             )
         return JSONResponse({"revision": result.revision, "notes": list(result.notes)})
 
@@ -100,6 +108,7 @@ def admin_router(
                     "error": {
                         "message": "no model registry is configured (registry.mlflow)",
                         "type": "invalid_request_error",
+                        "param": None,
                         "code": "no_registry",
                     }
                 },

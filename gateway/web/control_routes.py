@@ -111,7 +111,12 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _invalid(problems: list[str]) -> JSONResponse:
     message = "; ".join(problems)
-    error = {"message": message, "type": "invalid_request_error", "code": "invalid_change"}
+    error = {
+        "message": message,
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_change",
+    }
     return JSONResponse({"error": error, "problems": problems}, status_code=422)
 
 

@@ -1,16 +1,18 @@
 """One error shape for every route the web app serves: OpenAI's error object.
 
 `GatewayError`s render as their own body and headers; the framework's own errors (404, 405, ...)
-are wrapped in the same shape, keeping their headers (such as `Allow`).
+are wrapped in the same shape, keeping their headers (such as `Allow`); request validation
+errors answer 422 with `param` naming the first offending field.
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from gateway.errors import GatewayError
+from gateway.errors import BadRequest, GatewayError
 
 
 def install_error_handlers(web: FastAPI) -> None:
@@ -26,3 +28,15 @@ def install_error_handlers(web: FastAPI) -> None:
         )
         wrapped.status, wrapped.type = err.status_code, "invalid_request_error"
         return Response(wrapped.body(), err.status_code, err.headers, media_type="application/json")
+
+    @web.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, err: RequestValidationError) -> Response:
+        first = err.errors()[0] if err.errors() else {}
+        where = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        param = ".".join(where) or None
+        wrapped = BadRequest(
+            f"{param or 'request'}: {first.get('msg', 'invalid')}",
+            code="invalid_value",
+            param=param,
+        )
+        return Response(wrapped.body(), 422, media_type="application/json")
