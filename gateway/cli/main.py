@@ -7,12 +7,17 @@ Each verb is a small function; `main` only parses arguments and dispatches. Exit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import re
+import secrets
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,7 +28,9 @@ from gateway.errors import ConfigError
 
 log = logging.getLogger("gateway")
 DEFAULT_RPS = 10.0  # the canary projection's request rate without `expected_rps`
-EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "config" / "example.yaml"
+DEMO_CONFIG = Path(__file__).with_name("demo.yaml")  # package data: works from any directory
+DEMO_TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"  # noqa: S105 (a variable name, not a secret)
+UNSET_ENV = re.compile(r"environment variable (\S+) is not set")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a config file")
     validate.add_argument("path")
     validate.add_argument(
+        "--strict",
+        action="store_true",
+        help="treat environment variables the config names but this shell lacks as errors "
+        "(without it they are warnings, so configs can be checked where the secrets are not)",
+    )
+    validate.add_argument(
         "--online",
         action="store_true",
         help="also ask the model registry: it answers, each registered model exists, and "
@@ -84,24 +97,46 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="run two mock versions and the gateway on the example config"
     )
-    demo.add_argument("--config", default=str(EXAMPLE_CONFIG))
+    demo.add_argument("--config", default=str(DEMO_CONFIG))
     demo.add_argument("--port", type=int, help="the gateway's port (default: the config's)")
     demo.set_defaults(func=cmd_demo)
     return parser
 
 
-def _load(path: str) -> GatewayConfig | None:
+def _load(path: str, environ: Mapping[str, str] | None = None) -> GatewayConfig | None:
     try:
-        return load_config(path)
+        return load_config(path, environ)
     except ConfigError as err:
-        print(f"{path}: {len(err.problems)} problem(s):", file=sys.stderr)
-        for problem in err.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _report(path, err)
         return None
 
 
+def _report(path: str, err: ConfigError) -> None:
+    print(f"{path}: {len(err.problems)} problem(s):", file=sys.stderr)
+    for problem in err.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def _load_for_validate(path: str, strict: bool) -> GatewayConfig | None:
+    """`_load`, except that variables named by `*_env` keys but unset in this shell are
+    warnings (the file is then checked as if they were set), unless `strict`."""
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        missing = {m.group(1) for p in err.problems if (m := UNSET_ENV.search(p))}
+        if strict or not missing or any(not UNSET_ENV.search(p) for p in err.problems):
+            _report(path, err)
+            return None
+    for name in sorted(missing):
+        print(
+            f"{path}: warning: environment variable {name} is not set here (`serve` refuses "
+            "to start without it; --strict makes this an error)"
+        )
+    return _load(path, {**os.environ, **dict.fromkeys(missing, "set-where-the-gateway-runs")})
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    cfg = _load(args.path)
+    cfg = _load_for_validate(args.path, args.strict)
     if cfg is None:
         return 1
     print(f"{args.path}: OK — {len(cfg.models)} model(s)")
@@ -255,14 +290,17 @@ def cmd_mock(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """The gateway and its mock upstreams in one command: the admin API on a token made up now
+    (unless `GATEWAY_ADMIN_TOKEN` is set), SIGHUP reloads the config, SIGINT/SIGTERM stop all."""
+    token = os.environ.setdefault(DEMO_TOKEN_ENV, secrets.token_urlsafe(24))
     cfg = _load(args.config)
     if cfg is None:
         return 1
     mocks = _start_mocks(cfg)
     try:
         port = cfg.listen.port if args.port is None else args.port
-        _print_demo(cfg, port)
-        _run(cfg, cfg.listen.host, port)
+        _print_demo(cfg, port, token if cfg.admin is not None else None)
+        _run(cfg, cfg.listen.host, port, config_path=args.config)
     finally:
         for proc in mocks:
             proc.terminate()
@@ -299,13 +337,35 @@ def _start_mocks(cfg: GatewayConfig) -> list[subprocess.Popen[bytes]]:
         ]
         procs.append(subprocess.Popen(cmd))
         log.info("demo: mock upstream %r on port %d", name, port)
-    time.sleep(1.0)
+    for port in seen:
+        _wait_for_port(port)
     return procs
 
 
-def _print_demo(cfg: GatewayConfig, port: int) -> None:
+def _wait_for_port(port: int, timeout_s: float = 10.0) -> None:
+    """Until a mock upstream accepts connections on `port` (or `timeout_s` passes)."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+
+
+def _print_demo(cfg: GatewayConfig, port: int, token: str | None) -> None:
     base = f"http://{cfg.listen.host}:{port}"
     model = next(iter(cfg.models))
+    admin = (
+        f"""
+The admin API, CLI and status page (token made up for this run):
+
+  export {DEMO_TOKEN_ENV}={token}
+  gateway status --url {base}
+  gateway weights set --model {model} v1=50 v2=50 --url {base}
+  open {base}/login   (paste the token)
+"""
+        if token
+        else ""
+    )
     print(
         f"""
 Gateway demo on {base} — try, in another terminal:
@@ -317,8 +377,8 @@ Gateway demo on {base} — try, in another terminal:
        -H 'x-gateway-version: v2' \\
        -d '{{"model": "{model}", "stream": true, "messages": [{{"role": "user", "content": "x"}}]}}'
   curl -s {base}/metrics | grep gateway_requests
-
-Press Ctrl-C to stop.
+{admin}
+Press Ctrl-C to stop; SIGHUP reloads the config.
 """,
         flush=True,
     )
