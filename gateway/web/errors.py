@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from gateway.errors import BadRequest, GatewayError
 
@@ -22,12 +23,15 @@ def install_error_handlers(web: FastAPI) -> None:
         return Response(err.body(), err.status, headers, media_type="application/json")
 
     @web.exception_handler(HTTPException)
-    async def http_error(_: Request, err: HTTPException) -> Response:
+    async def http_error(request: Request, err: HTTPException) -> Response:
         wrapped = GatewayError(
             str(err.detail), code="not_found" if err.status_code == 404 else None
         )
         wrapped.status, wrapped.type = err.status_code, "invalid_request_error"
-        return Response(wrapped.body(), err.status_code, err.headers, media_type="application/json")
+        headers = dict(err.headers or {})
+        if err.status_code == 405:  # every method of the path, not only its first route's
+            headers["Allow"] = ", ".join(sorted(_allowed(request)))
+        return Response(wrapped.body(), err.status_code, headers, media_type="application/json")
 
     @web.exception_handler(RequestValidationError)
     async def validation_error(_: Request, err: RequestValidationError) -> Response:
@@ -40,3 +44,14 @@ def install_error_handlers(web: FastAPI) -> None:
             param=param,
         )
         return Response(wrapped.body(), 422, media_type="application/json")
+
+
+def _allowed(request: Request) -> set[str]:
+    """The methods of every route whose path matches the request's (Starlette's own 405 names
+    only the first such route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return methods

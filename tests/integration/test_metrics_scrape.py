@@ -119,6 +119,7 @@ def config(one: Mock, two: Mock, team: str, tiny: str) -> dict[str, Any]:
                     {"weight": 10, "min_samples": 70, "min_duration_s": 1, "max_duration_s": 120}
                 ],
                 "analysis": {"warmup_s": 1, "warmup_requests": 0, "bucket_s": 1},
+                "retry_across_arms": True,  # the failing request below is retried on the other arm
             },
             "ejection": {"consecutive_failures": 3},
         },
@@ -132,7 +133,11 @@ def config(one: Mock, two: Mock, team: str, tiny: str) -> dict[str, Any]:
     }
     keys = [
         {"id": "team-a", "sha256": team},
-        {"id": "tiny", "sha256": tiny, "rate_limit": {"requests_per_minute": 1}},
+        {
+            "id": "tiny",
+            "sha256": tiny,
+            "rate_limit": {"requests_per_minute": 1, "tokens_per_minute": 10**6},
+        },  # tokens: charged with the body, so refusals name the model
     ]
     return {
         "auth": {"keys": keys},
@@ -154,6 +159,7 @@ def traffic(c: httpx.Client, team: str, tiny: str) -> None:
     c.post("/v1/chat/completions", json={"model": "chat"}, headers=fail)  # retried, then 500
     c.post("/v1/chat/completions", json={"model": "strict"}, headers=fail)  # budget refuses
     c.post("/v1/chat/completions", json={"model": "nope"}, headers=auth)
+    c.post("/v1/chat/completions", json={"model": "chat@v9"}, headers=auth)  # refused for chat
     c.post("/v1/chat/completions", content=b"x" * 5000, headers=auth)  # 413, gateway's own
     for _ in range(2):  # the second is over the key's limit: the gateway's own 429
         c.post(

@@ -31,7 +31,7 @@ def post(
 
 def error_of(resp: httpx.Response) -> dict[str, object]:
     err = resp.json()["error"]
-    assert set(err) == {"message", "type", "code"}
+    assert set(err) == {"message", "type", "param", "code"}
     return dict(err)
 
 
