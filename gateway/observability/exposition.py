@@ -73,9 +73,6 @@ class Value:
     def inc(self, amount: float = 1) -> None:
         self.value += amount
 
-    def dec(self, amount: float = 1) -> None:
-        self.value -= amount
-
     def set(self, value: float) -> None:
         self.value = value
 
