@@ -156,10 +156,19 @@ class PerformancePolicy:
 
     def __init__(self, route: Route) -> None:
         self.route = route
-        self._weights = {v: route.fair.get(v, 0.0) for v in route.versions}
-        self._table = WeightedPolicy(self._weights, reason="performance")
+        self._set({v: route.fair.get(v, 0.0) for v in route.versions})
         self._last: float | None = None
         self.details: dict[str, dict[str, Any]] = {}
+
+    def resume(self, old: PerformancePolicy) -> None:
+        """Go on from `old`'s shares and schedule: a reload or control change rebuilds the
+        policy, and must not hand a drained version fair share until the next recompute. A
+        version new to the pool starts at its floor (see `_previous`); changed ceilings apply
+        at the next recompute, at most `recompute_s` later."""
+        shares = _previous(self.route, old._weights)
+        self._set({v: shares.get(v, 0.0) for v in self.route.versions})
+        self._last = old._last
+        self.details = old.details
 
     @property
     def recompute_s(self) -> float:
@@ -185,6 +194,9 @@ class PerformancePolicy:
         decision = next_weights(
             self.route, buckets, self._weights, now, elapsed, snapshot.bucket_s, rng
         )
-        self._weights = decision.weights
-        self._table = WeightedPolicy(decision.weights, reason="performance")
+        self._set(decision.weights)
         self.details = decision.details
+
+    def _set(self, weights: dict[str, float]) -> None:
+        self._weights = weights
+        self._table = WeightedPolicy(weights, reason="performance")

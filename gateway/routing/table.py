@@ -15,7 +15,7 @@ from typing import Any
 from gateway.config.routes import Defaults, Ejection, Model, Retry, Timeouts, merged
 from gateway.config.schema import GatewayConfig
 from gateway.errors import BadRequest, ModelNotFound
-from gateway.routing import Policy, build_policy
+from gateway.routing import PerformancePolicy, Policy, build_policy
 
 # endpoint name (`upstream.endpoints`) -> its path under the upstream's base URL
 ENDPOINT_PATHS = {
@@ -134,6 +134,15 @@ class Registry:
             for name, m in cfg.models.items()
         }
         return cls(models)
+
+    def resume(self, old: Registry) -> None:
+        """Carry each performance route's learned shares over from `old` (the table this one
+        replaces), so a rebuild does not reset them to fair share."""
+        for name, entry in self.models.items():
+            before = old.models.get(name)
+            policy, previous = entry.policy, before.policy if before else None
+            if isinstance(policy, PerformancePolicy) and isinstance(previous, PerformancePolicy):
+                policy.resume(previous)
 
     def model(self, name: str, visible: Callable[[str], bool] = lambda _: True) -> ModelEntry:
         """A model by public name; 404 listing the models the caller may see if unknown."""

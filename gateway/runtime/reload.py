@@ -44,7 +44,6 @@ class Reloader:
         self._current = current
         self._path = path
         self._environ = environ
-        self._lock = asyncio.Lock()
         self._seen = self._fingerprint()
 
     def reload(self) -> ReloadResult:
@@ -90,8 +89,7 @@ class Reloader:
         while True:
             await asyncio.sleep(interval_s)
             if self._fingerprint() != self._seen:
-                async with self._lock:
-                    self.reload()
+                self.reload()
 
     def _fingerprint(self) -> str:
         try:

@@ -74,11 +74,14 @@ class Runtime:
         overrides: Overrides | None = None,
         view: RegistryView | None = None,
     ) -> Runtime:
-        """This snapshot with a new file config, overrides or registry view (the rest kept)."""
-        return Runtime.build(
+        """This snapshot with a new file config, overrides or registry view (the rest kept,
+        performance routes' learned shares included)."""
+        runtime = Runtime.build(
             cfg or self.file_config,
             self.metrics,
             environ,
             self.overrides if overrides is None else overrides,
             self.view if view is None else view,
         )
+        runtime.registry.resume(self.registry)
+        return runtime

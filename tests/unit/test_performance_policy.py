@@ -17,12 +17,15 @@ from typing import Any
 
 import pytest
 
+from gateway.config import GatewayConfig
 from gateway.config.routes import Model, Performance
 from gateway.exchange import CLIENT_CANCEL, CLIENT_ERROR, SUCCESS, UPSTREAM_ERROR, Attempt
 from gateway.livestats.base import Fields, add_attempt, window_starts
 from gateway.livestats.window import BucketStats, Snapshot
+from gateway.observability.metrics import Metrics
 from gateway.routing import RequestContext
 from gateway.routing.performance import PerformancePolicy, Route, next_weights
+from gateway.runtime.snapshot import Runtime
 
 CTX = RequestContext({}, {})
 EPOCH = 1_700_000_000.0
@@ -278,3 +281,45 @@ def test_defaults_are_documented_values() -> None:
         5.0,
     )
     assert replace(Behaviour(), latency_ms=1).latency_ms == 1
+
+
+def test_a_rebuilt_runtime_keeps_the_learned_shares() -> None:
+    """A reload, a control change or a registry poll rebuilds the routing table: a drained
+    version keeps its floor instead of getting fair share back until the next recompute."""
+    cfg = GatewayConfig.model_validate(
+        {
+            "models": {
+                "chat": {
+                    "versions": {
+                        v: {"upstream": {"url": "http://127.0.0.1:1/v1", "model": v}}
+                        for v in ("v1", "v2", "v3")
+                    },
+                    "routing": {"strategy": "performance"},
+                }
+            }
+        }
+    )
+    runtime = Runtime.build(cfg, Metrics(), {})
+    sim = Sim(route(), rps=40, seed=3)
+    sim.policy = policy = runtime.registry.models["chat"].policy
+    assert isinstance(policy, PerformancePolicy)
+    sim.run(40, SLOW)
+    learned = policy.weights()
+    assert learned["v3"] < FLOOR + 0.02  # drained
+
+    for rebuilt in (
+        runtime.rebuilt({}),  # a reload of the same file
+        runtime.rebuilt({}, overrides={"chat": {"weights": {"v1": 100, "v2": 100, "v3": 100}}}),
+    ):
+        after = rebuilt.registry.models["chat"].policy
+        assert isinstance(after, PerformancePolicy) and after is not policy
+        assert after.weights() == pytest.approx(learned)
+        assert not after.due(sim.t)  # the recompute schedule goes on, not restarted
+
+    grown = cfg.model_copy(deep=True)
+    grown.models["chat"].versions["v4"] = grown.models["chat"].versions["v1"]
+    after = runtime.rebuilt({}, cfg=grown).registry.models["chat"].policy
+    assert isinstance(after, PerformancePolicy)
+    assert after.weights()["v4"] == pytest.approx(FLOOR)  # a newcomer starts at its floor
+    assert after.weights()["v3"] < FLOOR + 0.02
+    assert sum(after.weights().values()) == pytest.approx(1.0)
