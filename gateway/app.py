@@ -240,6 +240,7 @@ def _build(
         tracer,
     )
     metrics.count_inflight = lambda: endpoint.inflight
+    metrics.count_pending_body_bytes = lambda: endpoint.pending_bodies.held
     recomputer = Recomputer(
         lambda: current.runtime.registry,
         lambda: sync.snapshot,

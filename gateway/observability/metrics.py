@@ -81,7 +81,7 @@ class Metrics:
         ).labels()
         self.tokens = x.counter(
             "gateway_tokens_total",
-            "Tokens reported by upstream usage blocks, by client key id",
+            "Tokens from upstream usage blocks (or the estimate without one), by client key id",
             (*mv, "kind", "key"),
         )
         self.weight = x.gauge(
@@ -91,6 +91,11 @@ class Metrics:
         )
         self.inflight = x.gauge("gateway_inflight", "Client requests in progress").labels()
         self.count_inflight: Callable[[], int] = lambda: 0  # the gateway's count, read at scrape
+        self.pending_body_bytes = x.gauge(
+            "gateway_pending_body_bytes",
+            "Bytes held by request bodies still arriving (capped by max_pending_body_bytes)",
+        ).labels()
+        self.count_pending_body_bytes: Callable[[], int] = lambda: 0  # read at scrape
         self.upstream = x.counter(
             "gateway_upstream_requests_total",
             "Upstream attempts by model, version and outcome class",
@@ -254,4 +259,5 @@ class Metrics:
     def scrape(self) -> bytes:
         """One scrape in the Prometheus text format 0.0.4."""
         self.inflight.set(self.count_inflight())
+        self.pending_body_bytes.set(self.count_pending_body_bytes())
         return generate_latest(self.process) + self.exposition.render().encode()

@@ -1,8 +1,8 @@
 """C6: graceful shutdown under load: SIGTERM with streams open and non-streamed traffic flowing.
 
-Adaptations of the reliability test plan (section 7) to CI scale:
+Scaled down to CI from the full-size scenario (its numbers in parentheses):
 - One instance (no HAProxy rolling-restart variant), `drain: {window_s: 1, deadline_s: 2}`
-  (plan: a 10 s deadline), 6 long streams (300 chunks × 100 ms ≈ 30 s, as in the plan) and
+  (full size: a 10 s deadline), 6 long streams (300 chunks × 100 ms ≈ 30 s, as at full size) and
   3 short ones (≈ 1.5 s) open at SIGTERM, plus ~50 rps of non-streamed requests in the window
   and 3 slow non-streamed requests (1.2 s) that straddle the end of the window.
 - Timing windows: readiness fails within 0.25 s of the signal; long streams are ended within

@@ -1,7 +1,7 @@
 """R3: outlier ejection, half-open probes, back-off, re-admission, never-eject-all and panic.
 
-Adaptations of the reliability test plan (section 7) to CI scale:
-- Timers: `consecutive_failures: 5`, `base_s: 1` (plan: 3 s in tests), `slow_start_s: 1`, so the
+Scaled down to CI from the full-size scenario (its numbers in parentheses):
+- Timers: `consecutive_failures: 5`, `base_s: 1` (full size: 3 s in tests), `slow_start_s: 1`, so the
   ejection ladder 1 s → 2 s → 4 s fits in ~8 s. Load is closed-loop from 3 client threads
   (several hundred requests per second), so "ejected after ≤ 5 + concurrency failures" means
   ≤ 8, and each half-open probe follows its ejection's end within a few requests (a probe needs
@@ -12,7 +12,7 @@ Adaptations of the reliability test plan (section 7) to CI scale:
 - Ejection periods are measured from v2's request arrivals, recorded by a pass-through
   `FaultProxy` in front of v2: the first gap (last failure → first probe) lies in
   [0.9, 1.1 + slack] s, the second (probe → probe) in [1.8, 2.2 + slack] s (base × 2^k, ±10 %).
-- The plan's jitter check across 3 gateway instances is not run (one instance here; the ±10 %
+- The full-size jitter check across 3 gateway instances is not run (one instance here; the ±10 %
   jitter itself is unit-tested with an injected RNG).
 """
 

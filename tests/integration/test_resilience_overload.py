@@ -1,20 +1,20 @@
 """O1: admission control: a global in-flight cap and per-version caps, answered 503 fast.
 
-Adaptations of the reliability test plan (section 7) to CI scale:
+Scaled down to CI from the full-size scenario (its numbers in parentheses):
 - One burst of 60 simultaneous non-streamed requests against `limits.max_inflight: 20` and a
-  mock answering after 500 ms (plan: 300 streams + 200 rps for 30 s at 3× capacity, TTFT 2 s).
+  mock answering after 500 ms (full size: 300 streams + 200 rps for 30 s at 3× capacity, TTFT 2 s).
   All 60 connections are opened first and the 60 requests written back to back, so all of them
   reach the gateway long before the first admitted one finishes: exactly 20 are admitted.
 - Client-side latency is measured on bare sockets. In the burst every answer is awaited
   concurrently and every rejection must arrive before the first admitted answer (i.e. before
   the upstream's 500 ms: nothing queues for capacity); admitted answers take 500-750 ms. The
   cost of a rejection is then measured in steady overload (the cap held by 20 slow requests,
-  50 more sent one after another): p99 ≤ 50 ms (plan: 20 ms; a burst's p99 on this shared
+  50 more sent one after another): p99 ≤ 50 ms (full size: 20 ms; a burst's p99 on this shared
   2-core box reached 83 ms with two CPU hogs running, because the burst itself queues on the
   gateway's one event loop).
 - Per-version caps: two versions capped at 5 each, 20 simultaneous requests → 10 admitted
   (a full version overflows to the other one, which is not a retry), 10 answered 503.
-- Event-loop lag is not measured; RSS growth is checked against the plan's 150 MB.
+- Event-loop lag is not measured; RSS growth is checked against a 150 MB bound.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """C5: hot reload under continuous load: bad configs rejected and kept out, good ones swapped in.
 
-Adaptations of the reliability test plan (section 7) to CI scale:
-- 18 valid and 17 invalid rewrites of the watched config file (plan: 5 good + 20 bad over 60 s
+Scaled down to CI from the full-size scenario (its numbers in parentheses):
+- 18 valid and 17 invalid rewrites of the watched config file (full size: 5 good + 20 bad over 60 s
   at 100 rps), under closed-loop load from 2 client threads (a quarter of it streamed). Most
   go through `POST /admin/reload` right after an atomic write (temp file + rename); one valid
   and one invalid change are left to the 1 s file watcher alone, and SIGHUP is checked on an
@@ -9,7 +9,7 @@ Adaptations of the reliability test plan (section 7) to CI scale:
 - The file watcher may notice an admin-path write in the few milliseconds before the admin call
   and reload it too; the reload counters are therefore asserted to grow by 1 or 2 per admin step
   (exactly 1 for the watcher-only and SIGHUP steps).
-- The plan's hypothesis property test of the loader belongs to the unit tier; not repeated here.
+- The property tests of the loader are unit tests (tests/unit/test_config_properties.py).
 """
 
 from __future__ import annotations

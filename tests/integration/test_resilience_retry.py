@@ -1,21 +1,21 @@
 """R1 (retry before the first byte) and R2 (retry budget and fail-fast under a total outage).
 
-Adaptations of the reliability test plan (section 7) to CI scale:
-- R1: 300 non-streamed + 120 streamed requests (plan: 3,000 + 600) in a closed loop at
-  concurrency 3 (plan: 100 rps open loop, which on a fast mock is ~1-2 in flight). At concurrency
+Scaled down to CI from the full-size scenario (its numbers in parentheses):
+- R1: 300 non-streamed + 120 streamed requests (full size: 3,000 + 600) in a closed loop at
+  concurrency 3 (full size: 100 rps open loop, which on a fast mock is ~1-2 in flight). At concurrency
   3 the budget floor (`min_retries: 3`) always admits a retry, so "0 client-visible errors" is
   deterministic. Ejection is disabled for R1 so v2 keeps its 33 % share and its seeded failures
   are all exercised (R3 covers ejection). Every upstream sits behind a pass-through `FaultProxy`
   that records each request's `x-request-id`, which gives the exact attempt trace per request.
-  The plan's "p99 ≤ baseline p99 + 20 ms" is not asserted (too noisy on a shared 2-core box).
-- R2: a 400-request burst at concurrency 20 (plan: 20 s at 100 rps) against three mocks answering
+  The full-size "p99 ≤ baseline p99 + 20 ms" is not asserted (too noisy on a shared 2-core box).
+- R2: a 400-request burst at concurrency 20 (full size: 20 s at 100 rps) against three mocks answering
   500 after 20 ms (`error_rate: 1`, set at runtime so recovery is a pure upstream change); the
-  attempt bound keeps the plan's form, 1.2 × requests + 3 × burst seconds. The fast-503 p99 is
+  attempt bound keeps the full-size form, 1.2 × requests + 3 × burst seconds. The fast-503 p99 is
   measured over 200 sequential requests on a raw keep-alive socket (client overhead ≈ µs).
   The budget-only variant (ejection disabled) checks the bound the design's budget gives: with
-  retries limited to 20 % of *requests in flight* (DESIGN §6, Envoy semantics), a saturated
+  retries limited to 20 % of *requests in flight* (docs/resilience.md, Envoy semantics), a saturated
   closed loop can spend up to 20 % of its in-flight time retrying, i.e. 1/(1-0.2) = 1.25 attempts
-  per request; the plan's 1.2 × holds for R2 because ejection and panic cut attempts off.
+  per request; the full-size 1.2 × holds for R2 because ejection and panic cut attempts off.
 """
 
 from __future__ import annotations

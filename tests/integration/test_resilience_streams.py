@@ -1,14 +1,14 @@
 """S1 (mid-stream cut, empty stream, no retry after the first byte) and S3 (TTFT / idle timeouts).
 
-Adaptations of the reliability test plan (section 7) to CI scale:
-- S1: 50-chunk streams cut after chunk 10, as in the plan; 100 trials for the mock's clean cut,
+Scaled down to CI from the full-size scenario (its numbers in parentheses):
+- S1: 50-chunk streams cut after chunk 10, as at full size; 100 trials for the mock's clean cut,
   50 for each fault-proxy variant (RST after chunk 10's bytes; an empty `text/event-stream`
   body, injected on v1 only by the proxy adding `x-mock-fault: empty`; headers then close; RST
   before headers). Ejection is disabled on this gateway so the repeated cuts on v1 do not eject it
   (R3 covers ejection); routing is v1 100 / v2 0 / v3 0, so any request reaching v2 or v3 is
   a retry. The gateway exposes no `gateway_stream_aborts_total`; the cut shows as
   `gateway_requests_total{outcome="stream_cut"}`, and no per-trial traceback may be logged.
-- S3: timeouts scaled down to `ttft_s: 0.5`, `idle_s: 0.5` (plan: 2 s / 3 s); windows are
+- S3: timeouts scaled down to `ttft_s: 0.5`, `idle_s: 0.5` (full size: 2 s / 3 s); windows are
   [timeout, timeout + 0.4 s]. The keepalive-comment case (d) is not tested: the gateway sends
   no SSE keepalives.
 """

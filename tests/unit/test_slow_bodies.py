@@ -115,11 +115,11 @@ async def test_memory_held_by_unfinished_bodies_is_bounded() -> None:
     while gw.parts.endpoint.pending_bodies.held == 0:
         await asyncio.sleep(0)
     assert await slow_request(gw, OTHER, piece) == 503  # 1.2 MiB would be held: refused
-    assert gw.parts.endpoint.pending_bodies.held == len(
-        piece
-    )  # the refused one gave its bytes back
+    assert gw.parts.endpoint.pending_bodies.held == len(piece)  # the refused one gave them back
+    assert f"gateway_pending_body_bytes {float(len(piece))}" in gw.parts.metrics.scrape().decode()
     assert await first == 408
     assert gw.parts.endpoint.pending_bodies.held == 0
+    assert "gateway_pending_body_bytes 0.0" in gw.parts.metrics.scrape().decode()
 
 
 async def test_the_request_limit_is_charged_before_the_body_is_read() -> None:
