@@ -4,15 +4,19 @@ it and its mock upstreams (docs/cli.md)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -80,6 +84,8 @@ def demo(installed: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str
         if m := re.search(r"export GATEWAY_ADMIN_TOKEN=(\S+)", line):
             token = m.group(1)
     assert token, "".join(lines)
+    # keep reading: a demo whose output pipe is full blocks on its next log line
+    threading.Thread(target=proc.stdout.readlines, daemon=True).start()
     base = f"http://127.0.0.1:{port}"
     while time.monotonic() < deadline:
         try:
@@ -125,3 +131,45 @@ def test_demo_from_a_wheel_serves_reloads_and_stops_cleanly(
     while time.monotonic() < end and any(_alive(pid) for pid in mocks):
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in mocks), "mock upstreams outlived the demo"
+
+
+def _canary(installed: Path, base: str, token: str, *args: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [str(installed / "bin" / "python"), "-c", "from gateway.cli import main; main()",
+         "canary", *args, "assistant", "--url", base],
+        env={**os.environ, "GATEWAY_ADMIN_TOKEN": token}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    answer: dict[str, Any] = json.loads(out.stdout)
+    return answer
+
+
+async def _traffic(base: str, requests: int) -> None:
+    body = {"model": "assistant", "messages": []}
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        for _ in range(requests // 8):
+            await asyncio.gather(
+                *(client.post("/v1/chat/completions", json=body) for _ in range(8))
+            )
+
+
+def test_the_readme_tour_canary_rolls_back_a_broken_version_and_restarts(
+    demo: tuple[subprocess.Popen[str], int, str], installed: Path
+) -> None:
+    """README's tour: `v2` failing 20 % is rolled back within 3,000 requests to `assistant`;
+    mended and restarted, it is back in its first step."""
+    _, port, token = demo
+    base = f"http://127.0.0.1:{port}"
+    mock = "http://127.0.0.1:9002/mock/config"  # the demo config's v2 upstream
+    httpx.post(mock, json={"error_rate": 0.2}).raise_for_status()
+    state = _canary(installed, base, token, "status")["state"]
+    for _ in range(6):
+        asyncio.run(_traffic(base, 500))
+        state = _canary(installed, base, token, "status")["state"]
+        if state == "rolled_back":
+            break
+    assert state == "rolled_back"
+    httpx.post(mock, json={"error_rate": 0}).raise_for_status()
+    _canary(installed, base, token, "restart")
+    status = _canary(installed, base, token, "status")
+    assert (status["state"], status["step"], status["weight"]) == ("progressing", 0, 20.0)

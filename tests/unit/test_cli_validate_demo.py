@@ -51,6 +51,7 @@ def test_the_demo_config_ships_in_the_package_with_the_admin_api() -> None:
     assert DEMO_CONFIG.parent.name == "cli" and DEMO_CONFIG.is_file()
     cfg = load_config(DEMO_CONFIG, {"GATEWAY_ADMIN_TOKEN": "t" * 32})
     assert cfg.admin is not None and set(cfg.models["chat"].versions) == {"v1", "v2"}
+    assert cfg.models["assistant"].routing.strategy == "canary"  # the README's tour
     example = Path(__file__).parents[2] / "config" / "example.yaml"
     body = [ln for ln in example.read_text().splitlines() if not ln.startswith("#")]
-    assert "\n".join(body) in DEMO_CONFIG.read_text()  # the example, plus the admin block
+    assert "\n".join(body) in DEMO_CONFIG.read_text()  # the example, plus a canary and the admin API
