@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from random import Random
 from typing import Any
 
-from gateway.config.schema import GatewayConfig, RateLimit
+from gateway.config.schema import Auth, GatewayConfig, RateLimit
 from gateway.errors import StoreError
 from gateway.infra.breaker import BASE_S, Breaker
 from gateway.infra.redis_client import Script, close, connect, script, warm
@@ -52,6 +52,10 @@ from gateway.ratelimit.gcra import (
 from gateway.ratelimit.lease import LEASE_DIVISOR, NO_REFUND, Leases, Refund, add, lease_caps
 
 SLOTS = 16  # pooled connections (and concurrent calls) per process
+AUTH_DEFAULTS = (
+    Auth.model_fields["timeout_ms"].default,
+    Auth.model_fields["fallback_share"].default,
+)
 QUEUE_S = 0.5  # longest wait for a free connection before judging locally (not a Redis failure)
 log = logging.getLogger("gateway.ratelimit")
 
@@ -268,14 +272,16 @@ def build_limiter(
     local: LocalLimiter,
     report: FallbackReport | None = None,
 ) -> Limiter:
-    """Redis-shared limits when the store is Redis and some key is limited; else local ones."""
-    limited = cfg.auth is not None and any(
-        k.rate_limit.requests_per_minute or k.rate_limit.tokens_per_minute for k in cfg.auth.keys
-    )
-    if cfg.store.backend != "redis" or not limited or cfg.auth is None:
+    """Redis-shared limits when the store is Redis, else local ones. Chosen at start-up whether
+    or not a key is limited yet, so limits a reload adds are shared too (an unlimited key
+    never calls Redis)."""
+    if cfg.store.backend != "redis":
         return local
     store = cfg.store
-    timeout_s = cfg.auth.timeout_ms / 1000
+    timeout_ms, share = (
+        (cfg.auth.timeout_ms, cfg.auth.fallback_share) if cfg.auth else AUTH_DEFAULTS
+    )
+    timeout_s = timeout_ms / 1000
     client = connect(
         store.url(environ), cluster=store.cluster, timeout_s=timeout_s, max_connections=SLOTS
     )
@@ -285,7 +291,7 @@ def build_limiter(
         script(client, GCRA, timeout_s),
         store.key_prefix,
         local,
-        cfg.auth.fallback_share,
+        share,
         breaker,
         time.monotonic,
         queue_s=max(QUEUE_S, 10 * timeout_s),

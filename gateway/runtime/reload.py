@@ -4,8 +4,10 @@ A new config is validated whole (the same `load_config` as start-up) and swapped
 a bad one is rejected with its reasons (returned to the admin caller, logged, counted in
 `gateway_config_reloads_total{result="rejected"}`) and the running config stays. Requests in
 flight finish on the config they started with (they hold their own `Runtime`). `listen`,
-`store` and `registry` are read at start-up only; a reload that changes them says so and keeps
-the old ones (the per-model `registry` blocks do follow reloads). It also notes every operator
+`store`, `registry`, `responses`, `admin`, `drain`, `logging`, `tracing` and the rate limiter's
+`auth.timeout_ms` / `auth.fallback_share` are read at start-up only; a reload that changes them
+says so and keeps the old ones (the per-model `registry` blocks and the client keys do follow
+reloads). It also notes every operator
 override that hides a value the file changed (the override still wins until it is cleared or
 expires).
 """
@@ -19,14 +21,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.config import load_config
+from gateway.config import GatewayConfig, load_config
+from gateway.config.schema import Auth
 from gateway.errors import ConfigError
 from gateway.observability.logs import event
 from gateway.runtime.current import Current
 from gateway.runtime.overrides import shadowed
 
 log = logging.getLogger("gateway.reload")
-RESTART_KEYS = ("listen", "store", "registry")  # read at start-up only
+# read at start-up only
+RESTART_KEYS = ("listen", "store", "registry", "responses", "admin", "drain", "logging", "tracing")
+RESTART_AUTH_KEYS = ("timeout_ms", "fallback_share")  # the rate limiter's
 
 
 @dataclass(frozen=True)
@@ -65,12 +70,7 @@ class Reloader:
                 "; ".join(err.problems),
             )
             return ReloadResult(False, old.revision, tuple(err.problems))
-        notes = tuple(
-            f"{key} changes need a restart (kept the running value)"
-            for key in RESTART_KEYS
-            if getattr(loaded, key) != getattr(running, key)
-        )
-        notes += tuple(shadowed(running, cfg, old.overrides))
+        notes = _restart_notes(loaded, running) + tuple(shadowed(running, cfg, old.overrides))
         self._current.swap(runtime)
         old.metrics.reloads.labels("applied").inc()
         event(
@@ -97,3 +97,16 @@ class Reloader:
                 return hashlib.sha256(fh.read()).hexdigest()
         except OSError:
             return ""
+
+
+def _restart_notes(loaded: GatewayConfig, running: GatewayConfig) -> tuple[str, ...]:
+    """What `loaded` changes that only a restart applies."""
+    changed = [key for key in RESTART_KEYS if getattr(loaded, key) != getattr(running, key)]
+    changed += [
+        f"auth.{key}" for key in RESTART_AUTH_KEYS if _auth(loaded, key) != _auth(running, key)
+    ]
+    return tuple(f"{key} changes need a restart (kept the running value)" for key in changed)
+
+
+def _auth(cfg: GatewayConfig, key: str) -> object:
+    return getattr(cfg.auth, key) if cfg.auth else Auth.model_fields[key].default

@@ -54,4 +54,4 @@ def test_the_demo_config_ships_in_the_package_with_the_admin_api() -> None:
     assert cfg.models["assistant"].routing.strategy == "canary"  # the README's tour
     example = Path(__file__).parents[2] / "config" / "example.yaml"
     body = [ln for ln in example.read_text().splitlines() if not ln.startswith("#")]
-    assert "\n".join(body) in DEMO_CONFIG.read_text()  # the example, plus a canary and the admin API
+    assert "\n".join(body) in DEMO_CONFIG.read_text()  # the example, a canary, the admin API
