@@ -96,9 +96,13 @@ def demo(installed: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str
     try:
         yield proc, port, token
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # SIGTERM: the demo stops its mock upstreams too
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def test_demo_from_a_wheel_serves_reloads_and_stops_cleanly(
