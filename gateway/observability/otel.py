@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from random import Random
 from urllib.parse import urlsplit
 
 from opentelemetry.context import Context
@@ -27,13 +28,21 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway import __version__
 from gateway.config.schema import Tracing
-from gateway.exchange import RATE_LIMITED, SUCCESS, VERSION_FAILURES, Attempt, Exchange
+from gateway.exchange import (
+    RATE_LIMITED,
+    SUCCESS,
+    VERSION_FAILURES,
+    Attempt,
+    Exchange,
+    RequestTrace,
+)
+from gateway.observability.unsampled import UnsampledTrace, parent_sampled
 
 OPERATIONS = {
     "/v1/chat/completions": "chat",
@@ -56,21 +65,36 @@ class OtelTracer:
         settings: Tracing,
         environ: Mapping[str, str],
         processor: SpanProcessor | None = None,
+        rng: Random | None = None,
     ) -> None:
         attributes: dict[str, str] = {"service.version": __version__}
         if not environ.get("OTEL_SERVICE_NAME"):
             attributes["service.name"] = settings.service_name
-        ratio = settings.sample_ratio
+        # With a ratio the gateway samples itself, before the SDK sees the request (see
+        # `unsampled.py`); the SDK then records every span it is given. Without one the SDK's
+        # sampler decides (`OTEL_TRACES_SAMPLER`, else every trace).
+        self._ratio = settings.sample_ratio
+        self._rng = rng or Random()
         self.provider = TracerProvider(
             resource=Resource.create(attributes),
-            sampler=None if ratio is None else ParentBased(TraceIdRatioBased(ratio)),
+            sampler=None if self._ratio is None else ParentBased(ALWAYS_ON),
         )
         if processor is None:
             processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.endpoint))
         self.provider.add_span_processor(processor)
         self.tracer = self.provider.get_tracer("gateway", __version__)
 
-    def start(self, headers: Mapping[bytes, bytes], ex: Exchange) -> ServerTrace:
+    def start(self, headers: Mapping[bytes, bytes], ex: Exchange) -> RequestTrace:
+        if self._ratio is not None:
+            traceparent = headers.get(b"traceparent")
+            sampled = parent_sampled(traceparent)
+            if sampled is None:  # a new trace
+                sampled = self._rng.random() < self._ratio
+            if not sampled:
+                return UnsampledTrace(traceparent, headers.get(b"tracestate"), self._rng)
+        return self._recorded(headers, ex)
+
+    def _recorded(self, headers: Mapping[bytes, bytes], ex: Exchange) -> ServerTrace:
         carrier = {
             name: value.decode("latin-1")
             for name in PROPAGATED

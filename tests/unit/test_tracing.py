@@ -5,6 +5,7 @@ tracing off neither the SDK nor the exporter is even imported."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from random import Random
@@ -130,3 +131,49 @@ def test_tracing_off_builds_nothing_and_imports_no_opentelemetry() -> None:
         "assert not loaded and 'gateway.observability.otel' not in sys.modules, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def sampled_app(ratio: float, seed: int = 7) -> tuple[App, FakeTransport, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    settings = Tracing(enabled=True, sample_ratio=ratio)
+    tracer = OtelTracer(settings, {}, SimpleSpanProcessor(exporter), Random(seed))
+    gw = create_app(parse_config(GOOD, ENV), ENV, rng=Random(5), tracer=tracer)
+    fake = FakeTransport()
+    gw.parts.forwarder.transport = fake
+    return gw, fake, exporter
+
+
+async def test_an_unsampled_request_records_nothing_and_tells_the_upstream() -> None:
+    """sample_ratio 0: no span at all; the upstream still learns the trace is not sampled."""
+    gw, fake, exporter = sampled_app(0.0)
+    unsampled = f"00-{TRACE_ID}-b7ad6b7169203331-00"
+    await post(gw, {"model": "chat"}, traceparent=unsampled, tracestate="k=v")
+    await post(gw, {"model": "chat"})
+    await post(gw, {"model": "chat"}, traceparent=f"00-{'0' * 32}-b7ad6b7169203331-01")
+    assert exporter.get_finished_spans() == ()
+    (_, continued, _), (_, new, _), (_, invalid, _) = fake.calls
+    assert re.fullmatch(f"00-{TRACE_ID}-[0-9a-f]{{16}}-00", continued["traceparent"])
+    assert continued["traceparent"] != unsampled and continued["tracestate"] == "k=v"
+    for headers in (new, invalid):  # a new trace id, never the all-zero one
+        assert re.fullmatch("00-[0-9a-f]{32}-[0-9a-f]{16}-00", headers["traceparent"])
+        assert TRACE_ID not in headers["traceparent"] and "0" * 32 not in headers["traceparent"]
+        assert "tracestate" not in headers
+
+
+async def test_an_incoming_sampled_trace_is_kept_whatever_the_ratio() -> None:
+    gw, fake, exporter = sampled_app(0.0)
+    await post(gw, {"model": "chat"}, traceparent=PARENT)
+    server, attempt = by_kind(exporter.get_finished_spans(), SpanKind.SERVER), fake.calls[0][1]
+    assert format(server[0].context.trace_id, "032x") == TRACE_ID
+    assert (
+        attempt["traceparent"].startswith(f"00-{TRACE_ID}-") and attempt["traceparent"][-2:] == "01"
+    )
+
+
+async def test_new_traces_are_kept_at_the_sample_ratio() -> None:
+    """400 requests at ratio 0.25 (seeded): kept ~ Binomial(400, 0.25), sd 8.7; ±4 sd."""
+    gw, _, exporter = sampled_app(0.25)
+    for _ in range(400):
+        await post(gw, {"model": "chat"})
+    kept = len(by_kind(exporter.get_finished_spans(), SpanKind.SERVER))
+    assert abs(kept - 100) <= 35, kept
