@@ -322,7 +322,8 @@ class MockUpstream:
         prompt = max(1, size // 4)  # rough token estimate: four body bytes per token
         n = self.settings.chunks if fault.chunks is None else fault.chunks
         if path in WIRE_PATHS:  # chat and text completions: the pre-encoded fast path
-            return self._wire.answer(path == CHAT_PATH, n, model, usage(prompt, n)), JSON_TYPE
+            use = b"null" if fault.no_usage else usage(prompt, n)
+            return self._wire.answer(path == CHAT_PATH, n, model, use), JSON_TYPE
         if path == EMBEDDINGS_PATH:
             b64 = request.get("encoding_format") == "base64"
             count = _input_count(request.get("input"))
@@ -374,6 +375,7 @@ class MockUpstream:
         ttft = ttft if fault.ttft_ms is None else fault.ttft_ms
         options = request.get("stream_options")
         wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        wants_usage = wants_usage and not fault.no_usage
         if path == RESPONSES_PATH:
             response = self.responses.create(request, orjson.loads(model), n, max(1, size // 4))
             events = stream_events(response, n)

@@ -15,6 +15,8 @@
                        completions stream gains one content event, sent split mid-key
     gzip               gzip-encode the answer whatever the request's ``Accept-Encoding``
     gzip-asked         gzip-encode the answer if the request's ``Accept-Encoding`` has gzip
+    no-usage           report no token usage (``"usage": null``; a stream sends no usage chunk
+                       even when ``stream_options.include_usage`` asks for one)
     chunks:N           content chunks for this request
     chunk-delay:MS     delay between stream chunks for this request
 
@@ -57,6 +59,7 @@ class Fault:
     echo: bool = False
     gzip: bool = False
     gzip_asked: bool = False
+    no_usage: bool = False
     chunks: int | None = None
     chunk_delay_ms: float | None = None
 
@@ -92,7 +95,7 @@ def parse_fault(header: str) -> Fault:
             fault.latency_ms = _millis(arg)
         elif name == "ttft":
             fault.ttft_ms = _millis(arg)
-        elif name in ("stall", "empty", "echo", "gzip", "gzip-asked") and not arg:
+        elif name in ("stall", "empty", "echo", "gzip", "gzip-asked", "no-usage") and not arg:
             setattr(fault, name.replace("-", "_"), True)
         elif name == "stall-after":
             fault.stall_after = _count(arg)

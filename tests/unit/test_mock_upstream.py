@@ -116,6 +116,16 @@ async def test_chat_stream_format_and_usage_chunk() -> None:
     assert events[-1] == "[DONE]"
 
 
+async def test_no_usage_is_reported_when_asked_not_to() -> None:
+    """`no-usage`: an upstream that ignores `stream_options.include_usage` and reports none."""
+    app = MockUpstream(MockSettings(chunks=10))
+    asked = {"model": "m", "stream": True, "stream_options": {"include_usage": True}}
+    events = sse(await call(app, CHAT, asked, fault="no-usage"))
+    assert len(events) == 12 and all(e == "[DONE]" or "usage" not in e for e in events)
+    answer = (await call(app, CHAT, {"model": "m"}, fault="no-usage")).json()
+    assert answer["usage"] is None and answer["choices"][0]["message"]["content"]
+
+
 async def test_completions_stream_and_non_stream_agree() -> None:
     app = MockUpstream(MockSettings(chunks=4))
     full = (await call(app, COMPLETIONS, {"model": "c", "prompt": "x"})).json()
