@@ -61,7 +61,11 @@ def seed(mlflow_url: str, upstream: Server) -> None:
     client = mlflow.MlflowClient(mlflow_url)
     client.create_registered_model(PUBLIC_MODEL)
     tags = {"serving_url": f"{upstream.base}/v1", "upstream_model": UPSTREAM_MODEL}
-    version = client.create_model_version(PUBLIC_MODEL, "bench://model", tags=tags)
+    experiment = client.create_experiment("bench")
+    run = client.create_run(experiment, run_name="bench-train")
+    client.set_terminated(run.info.run_id)
+    source = f"runs:/{run.info.run_id}/model"  # MLflow 3 refuses a made-up scheme
+    version = client.create_model_version(PUBLIC_MODEL, source, run_id=run.info.run_id, tags=tags)
     client.set_registered_model_alias(PUBLIC_MODEL, "champion", str(version.version))
 
 

@@ -4,10 +4,11 @@ A new config is validated whole (the same `load_config` as start-up) and swapped
 a bad one is rejected with its reasons (returned to the admin caller, logged, counted in
 `gateway_config_reloads_total{result="rejected"}`) and the running config stays. Requests in
 flight finish on the config they started with (they hold their own `Runtime`). `listen`,
-`store`, `registry`, `responses`, `admin`, `drain`, `logging`, `tracing` and the rate limiter's
-`auth.timeout_ms` / `auth.fallback_share` are read at start-up only; a reload that changes them
-says so and keeps the old ones (the per-model `registry` blocks and the client keys do follow
-reloads). It also notes every operator
+`store`, `registry`, `responses`, `drain`, `logging` and `tracing` are read at start-up only; a
+reload that changes them says so and keeps the old ones (the per-model `registry` blocks do follow
+reloads). So are a few fields of sections that otherwise follow reloads (the admin token and
+listener, the rate limiter's settings): a change to them is noted, the rest of the section
+applies. It also notes every operator
 override that hides a value the file changed (the override still wins until it is cleared or
 expires).
 """
@@ -29,9 +30,13 @@ from gateway.runtime.current import Current
 from gateway.runtime.overrides import shadowed
 
 log = logging.getLogger("gateway.reload")
-# read at start-up only
-RESTART_KEYS = ("listen", "store", "registry", "responses", "admin", "drain", "logging", "tracing")
-RESTART_AUTH_KEYS = ("timeout_ms", "fallback_share")  # the rate limiter's
+RESTART_KEYS = ("listen", "store", "registry", "responses", "drain", "logging", "tracing")
+RESTART_FIELDS = (  # fields read at start-up only, in sections otherwise read live
+    ("admin", "token_env"),
+    ("admin", "listen"),
+    ("auth", "timeout_ms"),  # the rate limiter's
+    ("auth", "fallback_share"),
+)
 
 
 @dataclass(frozen=True)
@@ -103,10 +108,14 @@ def _restart_notes(loaded: GatewayConfig, running: GatewayConfig) -> tuple[str, 
     """What `loaded` changes that only a restart applies."""
     changed = [key for key in RESTART_KEYS if getattr(loaded, key) != getattr(running, key)]
     changed += [
-        f"auth.{key}" for key in RESTART_AUTH_KEYS if _auth(loaded, key) != _auth(running, key)
+        f"{section}.{key}"
+        for section, key in RESTART_FIELDS
+        if _field(loaded, section, key) != _field(running, section, key)
     ]
     return tuple(f"{key} changes need a restart (kept the running value)" for key in changed)
 
 
-def _auth(cfg: GatewayConfig, key: str) -> object:
-    return getattr(cfg.auth, key) if cfg.auth else Auth.model_fields[key].default
+def _field(cfg: GatewayConfig, section: str, key: str) -> object:
+    """`cfg.<section>.<key>`, or its default when the (optional) section is absent."""
+    part = getattr(cfg, section)
+    return getattr(part, key) if part is not None else Auth.model_fields[key].default  # `auth`

@@ -1,6 +1,7 @@
 """What a reload cannot apply it says, and keeps running: the sections read at start-up only
-(`listen`, `store`, `registry`, `responses`, `admin`, `drain`, `logging`, `tracing`) and the
-rate limiter's `auth` settings. Rate limits a reload adds on a Redis store are shared ones."""
+(`listen`, `store`, `registry`, `responses`, `drain`, `logging`, `tracing`) and a few fields
+(the admin token and listener, the rate limiter's `auth` settings). Rate limits a reload adds
+on a Redis store are shared ones."""
 
 from __future__ import annotations
 
@@ -17,11 +18,9 @@ from tests.unit.test_admin import ENV, WITH_ADMIN
 from tests.unit.test_admin_control import app
 
 KEY = "{id: app, sha256: " + "a" * 64 + "}"
+ADMIN = "admin: {token_env: ADMIN_TOKEN}"
 CHANGES = {
-    "admin": (
-        "admin: {token_env: ADMIN_TOKEN}",
-        "admin: {token_env: ADMIN_TOKEN, session_ttl_s: 60}",
-    ),
+    "admin.listen": (ADMIN, "admin: {token_env: ADMIN_TOKEN, listen: {port: 9999}}"),
     "drain": ("", "drain: {window_s: 1}"),
     "logging": ("", "logging: {access: false}"),
     "tracing": ("", "tracing: {service_name: other}"),
@@ -41,9 +40,17 @@ def test_a_start_up_only_change_is_noted_and_the_running_value_kept(
     result = Reloader(gw.current, str(path), ENV).reload()
     assert result.ok, result.problems
     assert f"{section} changes need a restart (kept the running value)" in result.notes
-    top = section.split(".")[0]
-    if top != "auth":  # the keys follow the reload; the limiter keeps its settings
-        assert getattr(gw.current.runtime.config, top) == getattr(running, top)
+    if "." not in section:  # a whole section: kept
+        assert getattr(gw.current.runtime.config, section) == getattr(running, section)
+
+
+def test_the_live_admin_fields_apply_at_once(tmp_path: Path) -> None:
+    gw = app()
+    path = tmp_path / "gw.yaml"
+    path.write_text(WITH_ADMIN.replace(ADMIN, "admin: {token_env: ADMIN_TOKEN, session_ttl_s: 60}"))
+    result = Reloader(gw.current, str(path), ENV).reload()
+    assert result.ok and result.notes == ()
+    assert gw.current.runtime.config.admin.session_ttl_s == 60
 
 
 def test_an_unchanged_reload_has_no_notes(tmp_path: Path) -> None:
