@@ -21,6 +21,7 @@ LINK = re.compile(r"\]\(([^)\s]+)\)")
 METRIC = re.compile(r"\bgateway_[a-z_]+[a-z]")
 DOTTED = re.compile(r"[a-z_]+(\[\])?(\.[A-Za-z0-9_<>-]+(\[\])?)+")
 FILE = re.compile(r"\.(py|md|ya?ml|json|html|toml|txt)$")
+REPO_PATH = re.compile(r"(gateway|tests|bench|deploy|config|docs)/[\w./-]*")
 SUFFIXES = ("_bucket", "_count", "_sum", "_created")
 
 
@@ -103,6 +104,13 @@ def documented_metrics(page: Path) -> set[str]:
             name = name.removesuffix(suffix)
         names.add(name)
     return names
+
+
+def repo_paths(page: Path) -> Iterator[str]:
+    """Code spans of the page that name a file or folder of this repository."""
+    for span in CODE_SPAN.findall(page.read_text()):
+        if REPO_PATH.fullmatch(span):
+            yield span
 
 
 def links(page: Path) -> Iterator[tuple[Path, str]]:

@@ -12,13 +12,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import yaml
+
+T = TypeVar("T")
 
 PY = sys.executable
 # Every secret any test hands a gateway, and every gateway log: scanned at the end of the session
@@ -61,6 +63,26 @@ def wait_http(url: str, timeout: float = 15.0, proc: subprocess.Popen[bytes] | N
             pass
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def wait_for(check: Callable[[], T], timeout: float, every: float = 0.05, what: str = "") -> T:
+    """The first truthy value of `check()`, polled every `every` s (a wait on a condition,
+    never a fixed sleep); TimeoutError naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if got := check():
+            return got
+        time.sleep(every)
+    raise TimeoutError(f"{what or 'condition'} not reached within {timeout}s")
+
+
+def seconds_until(
+    check: Callable[[], object], timeout: float, every: float = 0.05, what: str = ""
+) -> float:
+    """How long `wait_for(check, ...)` waited."""
+    started = time.monotonic()
+    wait_for(check, timeout, every, what)
+    return time.monotonic() - started
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from scipy.stats import binomtest
 
-from tests.support import Gateway, Mock
+from tests.support import Gateway, Mock, wait_for
 
 CHAT = "/v1/chat/completions"
 
@@ -122,7 +122,7 @@ def test_upstream_error_status_is_relayed(gw: Gateway) -> None:
 
 
 async def _disconnect_after(
-    gw: Gateway, body: dict[str, object], fault: str, read_events: int
+    gw: Gateway, mock: Mock, body: dict[str, object], fault: str, read_events: int
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     data = json.dumps(body).encode()
@@ -136,8 +136,8 @@ async def _disconnect_after(
         seen = 0
         while seen < read_events:
             seen += (await reader.readuntil(b"\n\n")).count(b"data:")
-    else:
-        await asyncio.sleep(0.3)
+    else:  # until the request is waiting on the upstream
+        await asyncio.to_thread(wait_for, lambda: mock.stats()["inflight"], 5)
     writer.transport.abort()
 
 
@@ -151,13 +151,11 @@ async def test_client_disconnect_closes_the_upstream(
 ) -> None:
     one = mocks[0]
     before = one.stats()["disconnects"]
-    await _disconnect_after(gw, {"model": "chat@v1", "stream": stream}, fault, read_events)
+    await _disconnect_after(gw, one, {"model": "chat@v1", "stream": stream}, fault, read_events)
     closed_at = time.time()
-    for _ in range(40):
-        stats = one.stats()
-        if stats["disconnects"] > before:
-            break
-        await asyncio.sleep(0.05)
+    stats = await asyncio.to_thread(
+        wait_for, lambda: (s := one.stats())["disconnects"] > before and s, 2, what="disconnect"
+    )
     assert stats["disconnects"] == before + 1
     assert stats["disconnect_times"][-1] - closed_at < 1.0
 

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.mlflow_harness import MlflowServer, register
-from tests.support import Gateway, Mock, gateway, mock_upstream
+from tests.support import Gateway, Mock, gateway, mock_upstream, seconds_until, wait_for
 from tests.traffic import Load
 
 if os.environ.get("CI") == "true":
@@ -103,16 +103,6 @@ def registry_status(g: Gateway) -> dict[str, Any]:
     return dict(resp.json())
 
 
-def wait_for(check: Callable[[], Any], timeout: float, every: float = 0.05) -> float:
-    """Seconds until `check()` is true (TimeoutError after `timeout`)."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if check():
-            return time.monotonic() - started
-        time.sleep(every)
-    raise TimeoutError(f"not reached within {timeout}s")
-
-
 def pinned_missing(g: Gateway, ref: str) -> bool:
     try:
         served_by(g, f"chat@{ref}")
@@ -149,7 +139,7 @@ def test_versions_aliases_and_lineage_follow_the_registry(
         assert pinned_missing(g, v3)
 
         c.set_registered_model_alias(name, "champion", v2)
-        took = wait_for(lambda: served_by(g) == served_by(replica) == v2, timeout=POLL_S + 2)
+        took = seconds_until(lambda: served_by(g) == served_by(replica) == v2, timeout=POLL_S + 2)
         print(f"\nalias move served by both replicas after {took:.2f}s")
         assert served_by(g, "chat@champion") == v2
         v4 = register(c, name, base.url, upstream_model=base.model)
@@ -250,7 +240,7 @@ def test_mlflow_down_under_load_costs_no_request_and_recovers_within_a_poll(
             time.sleep(3 * POLL_S)  # keep serving through several failed polls
         finally:
             server.start()
-        took = wait_for(lambda: registry_status(g)["up"] is True, timeout=POLL_S + 3)
+        took = seconds_until(lambda: registry_status(g)["up"] is True, timeout=POLL_S + 3)
         print(f"\nregistry view back {took:.2f}s after MLflow answered again")
         load.stop()
         assert load.results and load.errors() == []

@@ -11,12 +11,10 @@ import pytest
 from gateway.app import App, create_app
 from gateway.config import parse_config
 from gateway.web.admin_auth import MAX_ADDRESSES, FailureThrottle
+from tests.inproc import ENV, TOKEN, WITH_ADMIN
 from tests.samples import GOOD, problems
 from tests.support import ManualClock
 
-TOKEN = "adm-" + "x" * 28
-ENV = {"V2_KEY": "secret", "ADMIN_TOKEN": TOKEN}
-WITH_ADMIN = GOOD + "admin: {token_env: ADMIN_TOKEN}\n"
 BAD_AUTH = [
     None,
     "",

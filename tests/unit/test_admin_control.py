@@ -6,33 +6,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
-from random import Random
 
 import httpx
 import pytest
 
-from gateway.app import App, create_app
 from gateway.cli.admin import cmd_weights_set
 from gateway.config import ConfigError, parse_config
 from gateway.runtime.overrides import layered
 from gateway.runtime.reload import Reloader
-from tests.unit.test_admin import ENV, TOKEN, WITH_ADMIN
-from tests.unit.test_canary_controller import CANARY
-
-AUTH = {"authorization": f"Bearer {TOKEN}"}
-
-
-def app(text: str = WITH_ADMIN) -> App:
-    return create_app(parse_config(text, ENV), ENV, rng=Random(0))
-
-
-async def call(gw: App, method: str, path: str, body: object = None, auth: bool = True):  # type: ignore[no-untyped-def]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw") as c:
-        return await c.request(method, path, json=body, headers=AUTH if auth else {})
+from tests.inproc import AUTH, CANARY, ENV, WITH_ADMIN, admin_app, call
 
 
 async def test_weights_are_validated_applied_and_cas_guarded() -> None:
-    gw = app()
+    gw = admin_app()
     bad = await call(gw, "PUT", "/admin/models/chat/weights", {"weights": {"v1": -1, "v9": 1}})
     assert bad.status_code == 422
     problems = bad.json()["problems"]
@@ -50,7 +36,7 @@ async def test_weights_are_validated_applied_and_cas_guarded() -> None:
 
 
 async def test_two_concurrent_writers_one_wins() -> None:
-    gw = app()
+    gw = admin_app()
     bodies = [{"weights": {"v1": w, "v2": 100 - w}, "generation": 0} for w in (30, 70)]
     codes = sorted(
         r.status_code
@@ -62,7 +48,7 @@ async def test_two_concurrent_writers_one_wins() -> None:
 
 
 async def test_alias_set_and_validation() -> None:
-    gw = app()
+    gw = admin_app()
     ok = await call(gw, "PUT", "/admin/models/chat/aliases/stable", {"version": "v2"})
     assert ok.status_code == 200
     assert gw.current.runtime.registry.resolve("chat@stable", None).pinned.id == "v2"  # type: ignore[union-attr]
@@ -72,7 +58,7 @@ async def test_alias_set_and_validation() -> None:
 
 
 async def test_canary_routes() -> None:
-    gw = app(CANARY + "admin: {token_env: ADMIN_TOKEN}\n")
+    gw = admin_app(CANARY + "admin: {token_env: ADMIN_TOKEN}\n")
     assert (await call(gw, "GET", "/admin/models/nope/canary")).status_code == 404
     await gw.parts.control.controller.tick()  # starts the canary
     status = (await call(gw, "GET", "/admin/models/chat/canary")).json()
@@ -88,7 +74,7 @@ async def test_canary_routes() -> None:
     assert [(h["action"], h["rule"]) for h in rolled["history"]] == [
         ("pause", "manual"), ("rollback", "manual"),
     ]  # fmt: skip
-    plain = app()
+    plain = admin_app()
     assert (await call(plain, "GET", "/admin/models/chat/canary")).status_code == 409
 
 
@@ -100,7 +86,7 @@ def test_layering_and_reload_keep_overrides(tmp_path: Path) -> None:
     assert weights == {} and cfg.models["chat"].routing.weights == {"v1": 90, "v2": 10}
     path = tmp_path / "gw.yaml"
     path.write_text(WITH_ADMIN)
-    gw = app()
+    gw = admin_app()
     asyncio.run(call(gw, "PUT", "/admin/models/chat/weights", {"weights": {"v1": 1, "v2": 3}}))
     path.write_text(WITH_ADMIN.replace("run-381", "run-382"))
     assert Reloader(gw.current, str(path), ENV).reload().ok
@@ -112,7 +98,7 @@ def test_layering_and_reload_keep_overrides(tmp_path: Path) -> None:
 async def test_weights_must_be_finite_and_bounded(raw: str) -> None:
     """Issue 14 §10: a weight of 1e308 (or inf, nan, above 1e6) is refused with 422 and the
     OpenAI error shape; nothing is applied."""
-    gw = app()
+    gw = admin_app()
     before = gw.current.runtime.registry.models["chat"].policy.weights()
     body = '{"weights": {"v1": ' + raw + ', "v2": 1}}'
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw") as c:

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from random import Random
-from typing import Any
-
-import httpx
 import pytest
 
-from gateway.app import App, create_app
+from gateway.app import App
 from gateway.auth import new_key
-from gateway.config import parse_config
-from tests.fakes import FakeResponse, FakeTransport
-from tests.samples import ENV, GOOD
+from tests.fakes import FakeResponse
+from tests.inproc import AUTH, faked, send
+from tests.samples import GOOD
 
-TOKEN = "adm-" + "y" * 28
-AUTH = {"authorization": f"Bearer {TOKEN}"}
 PERF = """\
 admin: {token_env: ADMIN_TOKEN}
 models:
@@ -31,22 +25,6 @@ models:
 """
 
 
-def app(text: str) -> tuple[App, FakeTransport]:
-    gw = create_app(
-        parse_config(text, {**ENV, "ADMIN_TOKEN": TOKEN}),
-        {**ENV, "ADMIN_TOKEN": TOKEN},
-        rng=Random(3),
-    )
-    fake = FakeTransport()
-    gw.parts.forwarder.transport = fake
-    return gw, fake
-
-
-async def send(gw: App, method: str, path: str, **kw: Any) -> httpx.Response:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw") as c:
-        return await c.request(method, path, **kw)
-
-
 async def settle(gw: App) -> None:
     await gw.parts.sync.flush()
     await gw.parts.sync.refresh()
@@ -54,7 +32,7 @@ async def settle(gw: App) -> None:
 
 
 async def test_stats_report_per_version_numbers_and_weights() -> None:
-    gw, fake = app(GOOD + "admin: {token_env: ADMIN_TOKEN}\n")
+    gw, fake = faked(GOOD + "admin: {token_env: ADMIN_TOKEN}\n")
     for _ in range(4):
         await send(gw, "POST", "/v1/chat/completions", json={"model": "chat@v1"})
     fake.answer = lambda url: FakeResponse(503, [(b"content-type", b"application/json")], [b"{}"])
@@ -83,14 +61,14 @@ async def test_stats_report_per_version_numbers_and_weights() -> None:
 
 
 async def test_unknown_model_is_404_and_the_token_is_required() -> None:
-    gw, _ = app(GOOD + "admin: {token_env: ADMIN_TOKEN}\n")
+    gw, _ = faked(GOOD + "admin: {token_env: ADMIN_TOKEN}\n")
     resp = await send(gw, "GET", "/admin/models/nope/stats", headers=AUTH)
     assert resp.status_code == 404 and resp.json()["error"]["code"] == "model_not_found"
     assert (await send(gw, "GET", "/admin/models/chat/stats")).status_code == 401
 
 
 async def test_performance_weights_follow_errors_and_reach_prometheus() -> None:
-    gw, fake = app(PERF)
+    gw, fake = faked(PERF)
     fake.answer = lambda url: (
         FakeResponse(502, [(b"content-type", b"application/json")], [b"{}"])
         if ":9003" in url
@@ -113,7 +91,7 @@ async def test_performance_weights_follow_errors_and_reach_prometheus() -> None:
 
 
 async def test_stats_stay_valid_json_when_every_version_fails() -> None:
-    gw, fake = app(PERF)
+    gw, fake = faked(PERF)
     fake.answer = lambda url: FakeResponse(502, [(b"content-type", b"application/json")], [b"{}"])
     for version in ("v1", "v2", "v3") * 10:
         await send(gw, "POST", "/v1/chat/completions", json={"model": f"chat@{version}"})
@@ -133,7 +111,7 @@ async def test_key_usage_reports_requests_and_tokens_per_key_over_the_window() -
         f"    - {{id: team-a, sha256: {team_digest}}}\n"
         f"    - {{id: tiny, sha256: {tiny_digest}, rate_limit: {{requests_per_minute: 1}}}}\n"
     )
-    gw, _ = app(GOOD + "admin: {token_env: ADMIN_TOKEN}\n" + auth)
+    gw, _ = faked(GOOD + "admin: {token_env: ADMIN_TOKEN}\n" + auth)
     for _ in range(3):
         await send(gw, "POST", "/v1/chat/completions", json={"model": "chat@v1"},
                    headers={"authorization": f"Bearer {team}"})  # fmt: skip

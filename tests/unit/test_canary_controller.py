@@ -17,20 +17,8 @@ from gateway.canary.settings import CanarySettings
 from gateway.canary.state import ArmCounts, Evidence
 from gateway.config import parse_config
 from gateway.control.store import MemoryControl
-from tests.samples import ENV, GOOD
-
-CANARY = GOOD.replace(
-    "      weights: {v1: 90, v2: 10}\n",
-    """      strategy: canary
-      canary:
-        baseline: v1
-        candidate: v2
-        analysis: {bucket_s: 1, warmup_requests: 0, warmup_s: 0, metric: none}
-        steps:
-          - {weight: 10, min_samples: 70, min_duration_s: 2, max_duration_s: 120}
-          - {weight: 50, min_samples: 70, min_duration_s: 2, max_duration_s: 120}
-""",
-)
+from tests.inproc import CANARY
+from tests.samples import ENV
 
 
 class FakeEvidence:

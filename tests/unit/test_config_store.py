@@ -10,7 +10,7 @@ import pytest
 from gateway.cli import main
 from gateway.config import load_config, parse_config
 from gateway.livestats import build_sync
-from tests.unit.test_config_store_helpers import PERF, problems
+from tests.config_texts import PERF, problems
 
 
 def test_performance_route_and_store_parse_with_defaults() -> None:

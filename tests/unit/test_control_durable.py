@@ -14,9 +14,7 @@ from gateway.app import App
 from gateway.canary.state import CanaryState
 from gateway.control.store import MemoryControl
 from gateway.runtime.reload import Reloader
-from tests.unit.test_admin import ENV, WITH_ADMIN
-from tests.unit.test_admin_control import app, call
-from tests.unit.test_canary_controller import CANARY
+from tests.inproc import CANARY, ENV, WITH_ADMIN, admin_app, call
 
 WITH_CANARY = CANARY + "admin: {token_env: ADMIN_TOKEN}\n"
 
@@ -33,7 +31,7 @@ def stable(gw: App) -> str:
 
 
 async def test_an_override_shows_its_source_time_expiry_and_the_yaml_it_hides() -> None:
-    gw = app()
+    gw = admin_app()
     gw.parts.control.plane.wall = lambda: 1000.0
     body = {"weights": {"v1": 20, "v2": 80}, "ttl_s": 60, "source": "cli:ana"}
     assert (await call(gw, "PUT", "/admin/models/chat/weights", body)).status_code == 200
@@ -54,7 +52,7 @@ async def test_an_override_shows_its_source_time_expiry_and_the_yaml_it_hides() 
 
 
 async def test_clear_puts_the_yaml_back_and_an_unknown_override_is_404() -> None:
-    gw = app()
+    gw = admin_app()
     await call(gw, "PUT", "/admin/models/chat/weights", {"weights": {"v1": 0, "v2": 1}})
     await call(gw, "PUT", "/admin/models/chat/aliases/stable", {"version": "v2"})
     assert routed(gw) == {"v2": 1.0} and stable(gw) == "v2"
@@ -68,7 +66,7 @@ async def test_clear_puts_the_yaml_back_and_an_unknown_override_is_404() -> None
 
 
 async def test_an_expired_override_is_cleared_by_the_control_plane() -> None:
-    gw = app()
+    gw = admin_app()
     clock = [1000.0]
     plane = gw.parts.control.plane
     plane.wall = lambda: clock[0]
@@ -87,7 +85,7 @@ async def test_reload_notes_an_override_that_hides_a_changed_yaml_value(tmp_path
     """Regression (issue 13): adding v3 with weight 50 reloaded silently while an override hid it."""
     path = tmp_path / "gw.yaml"
     path.write_text(WITH_ADMIN)
-    gw = app()
+    gw = admin_app()
     await call(gw, "PUT", "/admin/models/chat/weights", {"weights": {"v1": 1, "v2": 1}})
     v3 = WITH_ADMIN.replace(
         "    routing:\n",
@@ -103,7 +101,7 @@ async def test_reload_notes_an_override_that_hides_a_changed_yaml_value(tmp_path
 async def test_after_a_promotion_the_alias_routes_and_revert_brings_the_baseline_back() -> None:
     """Regression (issue 13): `alias set stable v1` after a promotion left traffic on v2, and a
     promotion could not be undone."""
-    gw = app(WITH_CANARY)
+    gw = admin_app(WITH_CANARY)
     await gw.parts.control.controller.tick()
     await call(gw, "POST", "/admin/models/chat/canary/promote")
     assert routed(gw) == {"v2": 1.0} and stable(gw) == "v2"
@@ -124,7 +122,7 @@ async def test_after_a_promotion_the_alias_routes_and_revert_brings_the_baseline
 
 
 async def test_a_rolled_back_pair_runs_again_as_a_new_rollout_keeping_the_old_history() -> None:
-    gw = app(WITH_CANARY)
+    gw = admin_app(WITH_CANARY)
     await gw.parts.control.controller.tick()
     assert (await call(gw, "POST", "/admin/models/chat/canary/restart")).status_code == 409
     await call(gw, "POST", "/admin/models/chat/canary/rollback")
@@ -146,7 +144,7 @@ async def lost_state(gw: App) -> MemoryControl:
 
 
 async def test_a_lost_state_holds_the_canary_paused_at_its_last_weight() -> None:
-    gw = app(WITH_CANARY)
+    gw = admin_app(WITH_CANARY)
     control = gw.parts.control
     await control.controller.tick()
     generation, value = await control.plane.store.get("chat")
@@ -173,7 +171,7 @@ async def test_a_lost_state_holds_the_canary_paused_at_its_last_weight() -> None
 
 
 async def test_a_lost_state_keeps_rollbacks_promotions_and_overrides() -> None:
-    gw = app(WITH_CANARY)
+    gw = admin_app(WITH_CANARY)
     await gw.parts.control.controller.tick()
     await call(gw, "POST", "/admin/models/chat/canary/rollback")
     await call(gw, "PUT", "/admin/models/chat/aliases/beta", {"version": "v2"})
@@ -190,14 +188,14 @@ async def test_a_lost_state_keeps_rollbacks_promotions_and_overrides() -> None:
 async def test_a_canary_that_a_fresh_replica_restarted_is_overwritten_by_the_memory() -> None:
     """In a new epoch, a canary behind the remembered one (begun anew on the empty store by a
     replica without memory) is replaced by the remembered state, paused."""
-    gw = app(WITH_CANARY)
+    gw = admin_app(WITH_CANARY)
     control = gw.parts.control
     await control.controller.tick()
     await call(gw, "POST", "/admin/models/chat/canary/promote")
     store = control.plane.store
     assert isinstance(store, MemoryControl)
     store.lose()
-    other = app(WITH_CANARY)  # another replica, no memory, on the same (empty) store
+    other = admin_app(WITH_CANARY)  # another replica, no memory, on the same (empty) store
     other.parts.control.plane.store = store
     other.parts.control.controller.plane.store = store
     await other.parts.control.controller.tick()  # starts the canary from step 0
@@ -231,7 +229,7 @@ class NoPersistence(MemoryControl):
 async def test_a_canary_on_redis_without_persistence_warns_at_start(
     found: dict[str, str] | None, warned: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    gw = app(WITH_CANARY)
+    gw = admin_app(WITH_CANARY)
     control = gw.parts.control
     control.plane.store = NoPersistence(found)
     with caplog.at_level(logging.INFO, logger="gateway.control"):

@@ -23,6 +23,7 @@ from tests.doccheck import (
     documented_metrics,
     exported_metrics,
     links,
+    repo_paths,
 )
 
 DOCS = ROOT / "docs"
@@ -85,6 +86,11 @@ def test_links_resolve(page: Path) -> None:
         if not target.exists() or (anchor and anchor not in anchors(target))
     ]
     assert broken == []
+
+
+@pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
+def test_named_repository_paths_exist(page: Path) -> None:
+    assert [p for p in repo_paths(page) if not (ROOT / p).exists()] == []
 
 
 def test_nothing_cites_a_document_outside_the_repository() -> None:

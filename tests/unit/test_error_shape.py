@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from tests.inproc import AUTH, faked, send
 from tests.samples import GOOD
-from tests.unit.test_admin_stats import AUTH, app, send
 
 KEYS = {"message", "type", "param", "code"}
 CASES: list[tuple[str, str, dict[str, Any], int, str | None]] = [
@@ -33,7 +33,7 @@ CASES: list[tuple[str, str, dict[str, Any], int, str | None]] = [
 async def test_every_error_is_the_openai_error_object(
     method: str, path: str, kw: dict[str, Any], status: int, param: str | None
 ) -> None:
-    gw, _ = app(GOOD + "admin: {token_env: ADMIN_TOKEN}\n")
+    gw, _ = faked(GOOD + "admin: {token_env: ADMIN_TOKEN}\n")
     if kw.pop("auth", None):
         kw["headers"] = AUTH
     resp = await send(gw, method, path, **kw)

@@ -14,8 +14,7 @@ import pytest
 from gateway.config import parse_config
 from gateway.ratelimit import LocalLimiter, SharedLimiter, build_limiter
 from gateway.runtime.reload import Reloader
-from tests.unit.test_admin import ENV, WITH_ADMIN
-from tests.unit.test_admin_control import app
+from tests.inproc import ENV, WITH_ADMIN, admin_app
 
 KEY = "{id: app, sha256: " + "a" * 64 + "}"
 ADMIN = "admin: {token_env: ADMIN_TOKEN}"
@@ -33,7 +32,7 @@ def test_a_start_up_only_change_is_noted_and_the_running_value_kept(
     section: str, tmp_path: Path
 ) -> None:
     old, new = CHANGES[section]
-    gw = app()
+    gw = admin_app()
     running = gw.current.runtime.config
     path = tmp_path / "gw.yaml"
     path.write_text(WITH_ADMIN.replace(old, new) if old else WITH_ADMIN + new + "\n")
@@ -45,7 +44,7 @@ def test_a_start_up_only_change_is_noted_and_the_running_value_kept(
 
 
 def test_the_live_admin_fields_apply_at_once(tmp_path: Path) -> None:
-    gw = app()
+    gw = admin_app()
     path = tmp_path / "gw.yaml"
     path.write_text(WITH_ADMIN.replace(ADMIN, "admin: {token_env: ADMIN_TOKEN, session_ttl_s: 60}"))
     result = Reloader(gw.current, str(path), ENV).reload()
@@ -54,7 +53,7 @@ def test_the_live_admin_fields_apply_at_once(tmp_path: Path) -> None:
 
 
 def test_an_unchanged_reload_has_no_notes(tmp_path: Path) -> None:
-    gw = app()
+    gw = admin_app()
     path = tmp_path / "gw.yaml"
     path.write_text(WITH_ADMIN)
     assert Reloader(gw.current, str(path), ENV).reload().notes == ()

@@ -16,7 +16,7 @@ from gateway.exchange import Exchange
 from gateway.proxy.usage import ask_for_usage, estimate_usage, strip_usage_events
 from tests.fakes import FakeResponse, FakeTransport
 from tests.samples import ENV, GOOD
-from tests.unit.test_streaming import DONE, EVENT, USAGE, body, gen, relay
+from tests.streams import DONE, EVENT, USAGE, body, gen, relay
 
 
 @pytest.mark.parametrize(

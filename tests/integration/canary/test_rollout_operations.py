@@ -21,18 +21,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.test_canary_e2e import (
+from tests.canaryrig import (
     AUTH,
     ENV,
     config,
-    mocks,  # noqa: F401 - fixture
     reset,
     status,
-    wait_for,
-    workdir,  # noqa: F401 - fixture
 )
 from tests.redis_harness import redis_server
-from tests.support import Gateway, Mock, gateway
+from tests.support import Gateway, Mock, gateway, wait_for
 from tests.traffic import Load
 
 DEADLINE_S = 1.0  # drain.deadline_s of `config`
@@ -69,8 +66,8 @@ def metric(g: Gateway, name: str, **labels: str) -> float:
 
 @pytest.mark.parametrize("across", [False, True], ids=["default", "retry_across_arms"])
 def test_identical_candidate_with_errors_on_both_and_retries_is_not_rolled_back(
-    mocks: tuple[Mock, Mock],  # noqa: F811
-    workdir: Path,  # noqa: F811
+    mocks: tuple[Mock, Mock],
+    workdir: Path,
     across: bool,
 ) -> None:
     """Regression (issue 13): retries of baseline failures landed on the candidate and counted
@@ -99,8 +96,8 @@ def test_identical_candidate_with_errors_on_both_and_retries_is_not_rolled_back(
 
 
 def test_a_redis_restart_never_brings_a_rolled_back_canary_back(
-    mocks: tuple[Mock, Mock],  # noqa: F811
-    workdir: Path,  # noqa: F811
+    mocks: tuple[Mock, Mock],
+    workdir: Path,
 ) -> None:
     reset(mocks)
     with redis_server(workdir) as redis:
@@ -137,8 +134,8 @@ def test_a_redis_restart_never_brings_a_rolled_back_canary_back(
 
 
 def test_revert_after_a_promotion_sends_stable_and_the_default_route_back(
-    mocks: tuple[Mock, Mock],  # noqa: F811
-    workdir: Path,  # noqa: F811
+    mocks: tuple[Mock, Mock],
+    workdir: Path,
 ) -> None:
     reset(mocks)
     with redis_server(workdir) as redis, gateway(config(mocks, redis), workdir, env=ENV) as gw:
@@ -175,8 +172,8 @@ def sigterm_after_admin_calls(cfg: dict[str, Any], where: Path) -> float:
 
 
 def test_twenty_sigterms_after_admin_calls_all_exit_in_time(
-    mocks: tuple[Mock, Mock],  # noqa: F811
-    workdir: Path,  # noqa: F811
+    mocks: tuple[Mock, Mock],
+    workdir: Path,
 ) -> None:
     """Regression (issue 13): about one shutdown in three after an admin call never exited
     (redis-py swallowed the control loop's cancellation)."""
@@ -189,7 +186,7 @@ def test_twenty_sigterms_after_admin_calls_all_exit_in_time(
     assert all(t <= DEADLINE_S + EXIT_SLACK_S for t in took), took
 
 
-def test_status_shows_the_rollout_id(mocks: tuple[Mock, Mock], workdir: Path) -> None:  # noqa: F811
+def test_status_shows_the_rollout_id(mocks: tuple[Mock, Mock], workdir: Path) -> None:
     with redis_server(workdir) as redis, gateway(config(mocks, redis), workdir, env=ENV) as gw:
         rollout = wait_for(lambda: status(gw).get("rollout"), timeout=10)
-        assert re.fullmatch(r"v1->v2#1", rollout)
+        assert re.fullmatch(r"v1->v2#1", str(rollout))

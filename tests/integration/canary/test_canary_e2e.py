@@ -17,126 +17,23 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
 
-from tests.redis_harness import RedisServer, redis_server
-from tests.support import Gateway, Mock, gateway, mock_upstream, version
+from tests.canaryrig import (
+    AUTH,
+    ENV,
+    TOKEN,
+    applied_at,
+    config,
+    replicas,
+    reset,
+    status,
+)
+from tests.redis_harness import RedisServer
+from tests.support import Gateway, Mock, gateway, wait_for
 from tests.traffic import Load
-
-TOKEN = "adm-" + "c" * 28
-ENV = {"ADMIN_TOKEN": TOKEN}
-AUTH = {"authorization": f"Bearer {TOKEN}"}
-PREFIX = iter(f"c{i}" for i in range(1000))
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("canary")
-
-
-@pytest.fixture(scope="module")
-def redis(workdir: Path) -> Iterator[RedisServer]:
-    with redis_server(workdir) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def mocks(workdir: Path) -> Iterator[tuple[Mock, Mock]]:
-    with ExitStack() as stack:
-        yield (
-            stack.enter_context(mock_upstream("base", "--latency-ms", "10", "--chunks", "2", log_dir=workdir)),
-            stack.enter_context(mock_upstream("cand", "--latency-ms", "10", "--chunks", "2", log_dir=workdir)),
-        )  # fmt: skip
-
-
-def config(mocks: tuple[Mock, Mock], redis: RedisServer, **analysis: Any) -> dict[str, Any]:
-    base, cand = mocks
-    step = {"min_samples": 80, "min_duration_s": 2, "max_duration_s": 30}
-    return {
-        "admin": {"token_env": "ADMIN_TOKEN"},
-        "drain": {"window_s": 0, "deadline_s": 1},
-        "logging": {"access": False},
-        "store": {
-            "backend": "redis",
-            "redis_url": redis.url,
-            "key_prefix": next(PREFIX),
-            "bucket_s": 1,
-            "window_s": 60,
-        },
-        "models": {
-            "chat": {
-                "aliases": {"stable": "v1"},
-                "versions": {
-                    "v1": version(base.url, base.model),
-                    "v2": version(cand.url, cand.model),
-                },
-                "routing": {
-                    "strategy": "canary",
-                    "sticky_key": "header:x-session-id",
-                    "retry": {"attempts": 1},
-                    "canary": {
-                        "baseline": "v1",
-                        "candidate": "v2",
-                        "steps": [{"weight": w, **step} for w in (20, 40, 60)],
-                        "analysis": {
-                            "bucket_s": 1,
-                            "warmup_requests": 0,
-                            "warmup_s": 0,
-                            "error_margin_abs": 0.05,
-                            "metric": "none",
-                            **analysis,
-                        },
-                    },
-                },
-            }
-        },
-    }
-
-
-@contextmanager
-def replicas(cfg: dict[str, Any], workdir: Path) -> Iterator[list[Gateway]]:
-    with gateway(cfg, workdir, env=ENV) as one, gateway(cfg, workdir, env=ENV) as two:
-        yield [one, two]
-
-
-def status(g: Gateway) -> dict[str, Any]:
-    resp = httpx.get(f"{g.base}/admin/models/chat/canary", headers=AUTH, timeout=5)
-    resp.raise_for_status()
-    return dict(resp.json())
-
-
-def wait_for(check: Callable[[], Any], timeout: float, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(every)
-    raise TimeoutError(f"not reached within {timeout}s")
-
-
-def applied_at(gws: list[Gateway], weight: float, timeout: float) -> list[float]:
-    """Wall-clock times at which each replica first routes with the candidate at `weight`."""
-    seen: dict[int, float] = {}
-    deadline = time.monotonic() + timeout
-    while len(seen) < len(gws) and time.monotonic() < deadline:
-        for i, g in enumerate(gws):
-            if i not in seen and status(g)["applied_weight"] == weight:
-                seen[i] = time.time()
-        time.sleep(0.02)
-    assert len(seen) == len(gws), f"weight {weight} not applied on every replica: {seen}"
-    return [seen[i] for i in range(len(gws))]
-
-
-def reset(mocks: tuple[Mock, Mock]) -> None:
-    for m in mocks:
-        m.configure(error_rate=0.0, ttft_ms=None, latency_ms=10)
 
 
 def test_failing_candidate_is_rolled_back_on_both_replicas(
