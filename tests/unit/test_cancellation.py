@@ -77,7 +77,8 @@ async def test_cancel_all_ends_every_task_and_keeps_the_callers_cancellation() -
 
     slow_inner = asyncio.get_running_loop().create_task(swallow_forever())
     outer = asyncio.get_running_loop().create_task(waiter([slow_inner]))
-    await asyncio.sleep(0.01)
+    while not slow_inner.cancelling():  # until `outer` waits in cancel_all
+        await asyncio.sleep(0)
     outer.cancel()
     with pytest.raises(asyncio.CancelledError):
         await outer
