@@ -78,6 +78,16 @@ def status(g: Gateway) -> dict[str, Any]:
     return dict(resp.json())
 
 
+def status_when_readable(g: Gateway) -> dict[str, Any] | None:
+    """The canary's status, or None while the replica cannot read the control store (503: it is
+    reconnecting to a restarted Redis)."""
+    resp = httpx.get(f"{g.base}/admin/models/chat/canary", headers=AUTH, timeout=5)
+    if resp.status_code == 503:
+        return None
+    resp.raise_for_status()
+    return dict(resp.json())
+
+
 def applied_at(gws: list[Gateway], weight: float, timeout: float) -> list[float]:
     """Wall-clock times at which each replica first routes with the candidate at `weight`."""
     seen: dict[int, float] = {}

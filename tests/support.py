@@ -65,7 +65,9 @@ def wait_http(url: str, timeout: float = 15.0, proc: subprocess.Popen[bytes] | N
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
-def wait_for(check: Callable[[], T], timeout: float, every: float = 0.05, what: str = "") -> T:
+def wait_for(
+    check: Callable[[], T | None], timeout: float, every: float = 0.05, what: str = ""
+) -> T:
     """The first truthy value of `check()`, polled every `every` s (a wait on a condition,
     never a fixed sleep); TimeoutError naming `what` after `timeout`."""
     deadline = time.monotonic() + timeout

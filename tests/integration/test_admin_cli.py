@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from gateway.cli import main
-from tests.support import Gateway, free_port, gateway, mock_upstream, secret, version
+from tests.support import Gateway, free_port, gateway, mock_upstream, secret, version, wait_for
 
 TOKEN = secret("cli-admin-token-3b7e91d04a")
 
@@ -42,12 +41,15 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             with httpx.Client(base_url=running.url, timeout=10) as client:
                 for i in range(40):
                     client.post("/chat/completions", json={**body, "stream": bool(i % 2)})
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:  # until the store snapshot has them
-                versions = api(running, "/admin/models/chat/stats")["versions"]
-                if all(v["samples"] > 0 for v in versions.values()):
-                    break
-                time.sleep(0.2)
+            wait_for(  # until the store snapshot has them
+                lambda: all(
+                    v["samples"] > 0
+                    for v in api(running, "/admin/models/chat/stats")["versions"].values()
+                ),
+                timeout=10,
+                every=0.2,
+                what="samples of both versions in the store snapshot",
+            )
             yield running
 
 

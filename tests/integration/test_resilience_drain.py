@@ -26,7 +26,7 @@ from tests.resilience import (
     chat_config,
     send_sync,
 )
-from tests.support import gateway, mock_upstream
+from tests.support import gateway, mock_upstream, wait_for
 
 WINDOW_S, DEADLINE_S = 1.0, 2.0
 LONG = {"x-mock-fault": "chunks:300,chunk-delay:100"}
@@ -68,7 +68,9 @@ def test_c6_sigterm_drains_then_ends_streams_with_server_shutdown_and_exits_0(
                 time.sleep(0.01)
             bg = BackgroundLoad(gw.base, lambda i: ({"model": "chat"}, {}), pause_s=0.02)
             with bg:
-                time.sleep(0.3)
+                wait_for(  # traffic flowing (as 0.3 s of it did) before the signal
+                    lambda: len(bg.results) >= 10, timeout=5, what="10 background requests"
+                )
                 gw.proc.send_signal(signal.SIGTERM)
                 t0 = time.monotonic()
 

@@ -36,7 +36,7 @@ from tests.resilience import (
     percentile,
     scrape,
 )
-from tests.support import Gateway, Mock, gateway, mock_upstream
+from tests.support import Gateway, Mock, gateway, mock_upstream, wait_for
 
 VIDS = ("v1", "v2", "v3")
 WEIGHTS = {"v1": 34, "v2": 33, "v3": 33}
@@ -79,13 +79,6 @@ def _fail(mocks: dict[str, Mock], *vids: str, rate: float = 1.0) -> None:
         mocks[vid].configure(error_rate=rate)
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 def _split(arrivals: list[float]) -> tuple[list[float], list[float]]:
     """v2's arrivals: the burst before the first ejection, then everything after it."""
     for i in range(len(arrivals) - 1):
@@ -104,10 +97,10 @@ def test_r3a_failing_version_is_ejected_probed_backed_off_and_readmitted(
         v2 = v2_proxy.exchanges
         with BackgroundLoad(gw.base, lambda i: CHAT_BODY, threads=THREADS) as bg:
             # fault on until the second probe has failed, then cleared
-            _wait(lambda: len(_split([e.started for e in v2])[1]) >= 2, 8.0, "two probes")
+            wait_for(lambda: len(_split([e.started for e in v2])[1]) >= 2, 8.0, what="two probes")
             _fail(mocks, "v2", rate=0.0)
             cleared = time.monotonic()
-            _wait(lambda: len(_split([e.started for e in v2])[1]) >= 4, 6.0, "re-admission")
+            wait_for(lambda: len(_split([e.started for e in v2])[1]) >= 4, 6.0, what="re-admission")
             time.sleep(1.0 + SLACK_S)  # past the 1 s slow-start ramp
             during = bg.stop()
         after = _steady_share(gw)

@@ -34,7 +34,7 @@ from tests.resilience import (
     scrape,
     send_sync,
 )
-from tests.support import Gateway, Mock, gateway, mock_upstream
+from tests.support import Gateway, Mock, gateway, mock_upstream, wait_for
 
 TOKEN_ENV = "RESILIENCE_ADMIN_TOKEN"
 TOKEN = "resilience-admin-token-c5"
@@ -142,13 +142,6 @@ class Admin:
         return str(self.client.get("/readyz").json()["revision"])
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_c5_reload_under_load_rejects_bad_configs_and_swaps_good_ones_atomically(
     mocks: dict[str, Mock], workdir: Path
 ) -> None:
@@ -203,27 +196,34 @@ def test_c5_reload_under_load_rejects_bad_configs_and_swaps_good_ones_atomically
             applied, rejected = admin.reloads()
             _write(gw.config_path, yaml.safe_dump(cfg))
             old = admin.revision()
-            _wait(lambda: admin.revision() != old, 3.0, "the watcher to apply a good config")
+            wait_for(
+                lambda: admin.revision() != old, 3.0, what="the watcher to apply a good config"
+            )
             revision = admin.revision()
             expected[revision] = target
             probe = admin.probe()
             assert (probe.revision, probe.version) == (revision, target)
             _write(gw.config_path, invalid[0][1]())
-            _wait(lambda: admin.reloads()[1] > rejected, 3.0, "the watcher to reject")
+            wait_for(lambda: admin.reloads()[1] > rejected, 3.0, what="the watcher to reject")
             assert admin.reloads() == (applied + 1, rejected + 1)
             assert admin.revision() == revision
 
             # SIGHUP re-reads even an unchanged file: exactly one more applied reload
             cfg, target = _valid(base, step)
             _write(gw.config_path, yaml.safe_dump(cfg))
-            _wait(lambda: admin.revision() != revision, 3.0, "the watcher")
+            wait_for(lambda: admin.revision() != revision, 3.0, what="the watcher")
             revision = admin.revision()
             expected[revision] = target
             applied, rejected = admin.reloads()
             gw.proc.send_signal(signal.SIGHUP)
-            _wait(lambda: admin.reloads()[0] == applied + 1, 3.0, "the SIGHUP reload")
+            wait_for(lambda: admin.reloads()[0] == applied + 1, 3.0, what="the SIGHUP reload")
             assert admin.reloads() == (applied + 1, rejected) and admin.revision() == revision
-            time.sleep(0.2)
+            reloaded = time.monotonic()
+            wait_for(  # traffic on the SIGHUP-reloaded config before the load stops
+                lambda: sum(r.started >= reloaded for r in bg.results) >= 10,
+                5.0,
+                what="10 requests after the SIGHUP reload",
+            )
             results = bg.stop()
         admin.client.close()
         assert "Traceback" not in gw.log()
@@ -255,7 +255,7 @@ def test_c5_requests_in_flight_finish_on_the_config_they_started_with(
 
         thread = threading.Thread(target=stream)
         thread.start()
-        _wait(lambda: mocks["v1"].stats()["inflight"] > 0, 3.0, "the stream to start")
+        wait_for(lambda: mocks["v1"].stats()["inflight"] > 0, 3.0, what="the stream to start")
         cfg, target = _valid(base, 1)
         assert target == "v2"
         _write(gw.config_path, yaml.safe_dump(cfg))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -67,7 +68,12 @@ def test_healthy_candidate_is_promoted_and_becomes_stable(
             wait_for(lambda: status(gws[0])["state"] == "promoted", timeout=60, every=0.2)
             took = time.monotonic() - started
             applied_at(gws, 100.0, timeout=2)
-            time.sleep(1)
+            promoted = time.monotonic()
+            wait_for(  # a second's traffic (60) after the promotion, sessions included
+                lambda: sum(r.at >= promoted for r in load.results) >= 60,
+                timeout=20,
+                what="60 requests after the promotion",
+            )
         for g in gws:
             models = httpx.get(f"{g.url}/models").json()["data"]
             assert models[0]["aliases"]["stable"] == "v2"
@@ -191,6 +197,16 @@ def test_weights_and_alias_through_the_cli_and_concurrent_writers(
         assert codes == [200, 409]
 
 
+def shadow_copies(g: Gateway, model: str, version: str) -> float:
+    """Finished shadow copies of `model` to `version`, all outcomes (dropped ones included)."""
+    total = 0.0
+    for line in httpx.get(f"{g.base}/metrics").text.splitlines():
+        found = re.fullmatch(r"gateway_shadow_requests_total\{(.*)\} (\S+)", line)
+        if found and {f'model="{model}"', f'version="{version}"'} <= set(found[1].split(",")):
+            total += float(found[2])
+    return total
+
+
 def test_shadow_copies_never_touch_the_client(
     mocks: tuple[Mock, Mock], redis: RedisServer, workdir: Path
 ) -> None:
@@ -207,10 +223,14 @@ def test_shadow_copies_never_touch_the_client(
     }
     with gateway(cfg, workdir, env=ENV) as g:
         with Load([g.base], 30, stream_every=3) as load:
-            time.sleep(4)
+            wait_for(lambda: len(load.results) >= 120, timeout=30, what="120 requests")
         assert load.errors() == [] and {r.version for r in load.results} == {"v1"}
         assert max(r.latency for r in load.results) < 0.25
-        time.sleep(2)
+        wait_for(  # every client request's copy has finished, whatever its outcome
+            lambda: shadow_copies(g, "chat", "v2") == len(load.results),
+            timeout=10,
+            what=f"{len(load.results)} shadow copies counted",
+        )
         metrics = httpx.get(f"{g.base}/metrics").text
         line = 'gateway_shadow_requests_total{model="chat",outcome="upstream_error",version="v2"}'
         assert line in metrics
