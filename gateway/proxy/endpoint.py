@@ -50,7 +50,8 @@ from gateway.proxy.shadow import Shadow
 from gateway.proxy.sse import sse_error
 from gateway.proxy.usage import ask_for_usage, estimate_usage
 from gateway.ratelimit import Limiter
-from gateway.ratelimit.gcra import Ticket
+from gateway.ratelimit.gcra import Ticket, output_cap
+from gateway.ratelimit.openended import OpenEnded
 from gateway.resilience.health import HealthTable
 from gateway.routing import RequestContext
 from gateway.routing.table import PROXY_PATHS, RESPONSES_PATH, Target
@@ -61,6 +62,8 @@ REQUEST_ID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW
 MODEL_ROUTES = frozenset(f"/v1{p}" for p in PROXY_PATHS)
 USAGE_OPTION_ROUTES = frozenset(("/v1/chat/completions", "/v1/completions"))
 UPLOAD_ROUTES = frozenset(("/v1/audio/transcriptions",))  # multipart, streamed through
+# answers of any size unless the request caps them: one at a time per token-limited key
+OPEN_ENDED_ROUTES = frozenset(("/v1/chat/completions", "/v1/completions", RESPONSES_PATH))
 Admitted = tuple[
     Target, tuple[str, ...], dict[str, Any] | Outgoing, Ticket | None, Callable[[Send], Send] | None
 ]
@@ -128,6 +131,7 @@ class ProxyEndpoint:
         self._current_task = CurrentTask()
         self.inflight = 0  # client requests in progress
         self._key_inflight: dict[str, int] = {}  # API key id -> its requests in progress
+        self.open_ended = OpenEnded()  # token-limited keys' uncapped requests, one at a time
         self.pending_bodies = PendingBodies()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.shutting_down = False  # drain deadline passed: in-flight work is being ended
@@ -192,6 +196,8 @@ class ProxyEndpoint:
                 estimate_usage(ex)
             if ticket is not None:
                 self._limiter.settle(ticket, ex.prompt_tokens + ex.completion_tokens)
+            if ex.open_ended:  # settled first: the next one is judged on what this one used
+                self.open_ended.release(ex.client)
             self.inflight -= 1
             if ex.holds_slot:
                 self._release(ex.client)
@@ -273,6 +279,9 @@ class ProxyEndpoint:
         if target.pinned is not None and fields.get("previous_response_id") is not None:
             ex.routing_reason = "previous_response"
         if limit.tokens_per_minute is not None:  # tokens need the body: charged together now
+            if path in OPEN_ENDED_ROUTES and output_cap(fields) is None:
+                await self.open_ended.acquire(client.id)
+                ex.open_ended = True
             ticket = await self._limiter.reserve(client.id, limit, fields, size)
         if self._shadow is not None and fields and ex.routing_reason != "previous_response":
             self._shadow.maybe(rt, target.model.name, fields, scope["headers"], ex)

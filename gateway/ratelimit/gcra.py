@@ -59,14 +59,19 @@ def gcra(tat: float, now: float, cost: float, limit: int) -> tuple[float, Verdic
     return new_tat, Verdict(True, 0.0, int((WINDOW_S - (new_tat - now)) / interval))
 
 
-def reserve_tokens(payload: dict[str, object], body_bytes: int) -> int:
-    """Tokens to reserve: the prompt (≈ bytes / 4) plus max_tokens (the Responses API's
-    max_output_tokens) or a default estimate."""
+def output_cap(payload: dict[str, object]) -> int | None:
+    """The request's cap on output tokens (max_completion_tokens, max_tokens, the Responses
+    API's max_output_tokens), or None: the answer may be any size (open-ended)."""
     wanted = payload.get("max_completion_tokens", payload.get("max_tokens"))
     if wanted is None:
         wanted = payload.get("max_output_tokens")
-    completion = wanted if isinstance(wanted, int) and wanted > 0 else DEFAULT_COMPLETION_ESTIMATE
-    return body_bytes // 4 + completion
+    return wanted if isinstance(wanted, int) and wanted > 0 else None
+
+
+def reserve_tokens(payload: dict[str, object], body_bytes: int) -> int:
+    """Tokens to reserve: the prompt (≈ bytes / 4) plus the output cap or a default estimate."""
+    cap = output_cap(payload)
+    return body_bytes // 4 + (DEFAULT_COMPLETION_ESTIMATE if cap is None else cap)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
+from collections.abc import AsyncIterator
 from random import Random
 from typing import Any
 
@@ -109,3 +111,51 @@ async def test_a_token_limit_holds_whatever_the_upstream_reports(answer: Any, st
     assert codes[:2] == [200, 200] and set(codes[2:]) == {429}  # one request's overshoot at most
     if stream:
         assert fake.calls[0][2]["stream_options"] == {"include_usage": True}
+
+
+class HeldResponse(FakeResponse):
+    """A JSON answer of `tokens` that starts only once `gate` is set (a request in flight)."""
+
+    def __init__(self, gate: asyncio.Event, tokens: int) -> None:
+        usage = b'"usage":{"prompt_tokens":10,"completion_tokens":%d}' % tokens
+        body = b'{"choices":[],' + usage + b"}"
+        super().__init__(200, [(b"content-type", b"application/json")], [body])
+        self.gate = gate
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        await self.gate.wait()
+        async for chunk in super().chunks():
+            yield chunk
+
+    async def read(self) -> bytes:
+        await self.gate.wait()
+        return await super().read()
+
+
+async def test_a_burst_of_open_ended_requests_runs_one_at_a_time() -> None:
+    """Six uncapped requests at once: one reaches the upstream, five wait for it to settle;
+    then one more fits (the one overshoot), the rest are refused. Without the turns all six
+    reserved 256 tokens each and all six 2,000-token answers got through."""
+    gw = create_app(parse_config(GOOD + TOKENS, ENV), ENV, rng=Random(1))
+    gate, fake = asyncio.Event(), FakeTransport()
+    fake.answer = lambda url: HeldResponse(gate, fake.calls[-1][2].get("max_tokens", 2000))
+    gw.parts.forwarder.transport = fake
+    turns = gw.parts.endpoint.open_ended
+    headers = {"authorization": f"Bearer {KEY}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw") as c:
+
+        async def ask(request: dict[str, Any]) -> int:
+            resp = await c.post("/v1/chat/completions", json=request, headers=headers)
+            return resp.status_code
+
+        burst = [asyncio.create_task(ask({"model": "chat@v1"})) for _ in range(6)]
+        while turns.waiting("t") < 5:
+            await asyncio.sleep(0)
+        assert len(fake.calls) == 1
+        capped = asyncio.create_task(ask({"model": "chat@v1", "max_tokens": 10}))
+        while len(fake.calls) < 2:  # a capped request does not wait for the turn
+            await asyncio.sleep(0)
+        gate.set()
+        codes = sorted(await asyncio.gather(*burst, capped))
+    assert codes == [200, 200, 200, 429, 429, 429, 429] and turns.waiting("t") == 0
+    assert not turns._turns  # every turn given back
