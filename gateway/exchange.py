@@ -74,7 +74,8 @@ class Exchange:
     reason: str = ""  # why the gateway itself refused the request (overloaded, request_too_large)
     metered: bool = True  # False: usage in the answer was already counted (GET of a response)
     holds_slot: bool = False  # counted in its key's in-flight requests (released at the end)
-    open_ended: bool = False  # holds its key's open-ended turn (released once settled)
+    open_ended: bool = False  # no output cap on a token-limited key (its size is learnt)
+    holds_turn: bool = False  # holds its key's open-ended turn (released once settled)
     strip_usage: bool = False  # the gateway asked for the stream's usage chunk: not relayed
     request_bytes: int = 0  # the request body's size (for a token estimate)
     relayed_bytes: int = 0  # answer bytes relayed to the client (for a token estimate)

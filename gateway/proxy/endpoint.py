@@ -62,7 +62,7 @@ REQUEST_ID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW
 MODEL_ROUTES = frozenset(f"/v1{p}" for p in PROXY_PATHS)
 USAGE_OPTION_ROUTES = frozenset(("/v1/chat/completions", "/v1/completions"))
 UPLOAD_ROUTES = frozenset(("/v1/audio/transcriptions",))  # multipart, streamed through
-# answers of any size unless the request caps them: one at a time per token-limited key
+# answers of any size unless the request caps them (`gateway.ratelimit.openended`)
 OPEN_ENDED_ROUTES = frozenset(("/v1/chat/completions", "/v1/completions", RESPONSES_PATH))
 Admitted = tuple[
     Target, tuple[str, ...], dict[str, Any] | Outgoing, Ticket | None, Callable[[Send], Send] | None
@@ -131,7 +131,7 @@ class ProxyEndpoint:
         self._current_task = CurrentTask()
         self.inflight = 0  # client requests in progress
         self._key_inflight: dict[str, int] = {}  # API key id -> its requests in progress
-        self.open_ended = OpenEnded()  # token-limited keys' uncapped requests, one at a time
+        self.open_ended = OpenEnded()  # what token-limited keys' uncapped requests reserve
         self.pending_bodies = PendingBodies()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.shutting_down = False  # drain deadline passed: in-flight work is being ended
@@ -196,7 +196,9 @@ class ProxyEndpoint:
                 estimate_usage(ex)
             if ticket is not None:
                 self._limiter.settle(ticket, ex.prompt_tokens + ex.completion_tokens)
-            if ex.open_ended:  # settled first: the next one is judged on what this one used
+            if ex.open_ended and ex.status == 200:
+                self.open_ended.learn(ex.client, ex.completion_tokens)
+            if ex.holds_turn:  # settled and learnt first: the next is judged with this one
                 self.open_ended.release(ex.client)
             self.inflight -= 1
             if ex.holds_slot:
@@ -279,10 +281,15 @@ class ProxyEndpoint:
         if target.pinned is not None and fields.get("previous_response_id") is not None:
             ex.routing_reason = "previous_response"
         if limit.tokens_per_minute is not None:  # tokens need the body: charged together now
+            capped: dict[str, Any] = fields
             if path in OPEN_ENDED_ROUTES and output_cap(fields) is None:
-                await self.open_ended.acquire(client.id)
                 ex.open_ended = True
-            ticket = await self._limiter.reserve(client.id, limit, fields, size)
+                expected = await self.open_ended.turn_or_expected(client.id)
+                ex.holds_turn = expected is None
+                if expected is not None:  # reserve what this key's answers have been using
+                    room = max(1, limit.tokens_per_minute - size // 4)  # never beyond the limit
+                    capped = {"max_tokens": min(expected, room)}
+            ticket = await self._limiter.reserve(client.id, limit, capped, size)
         if self._shadow is not None and fields and ex.routing_reason != "previous_response":
             self._shadow.maybe(rt, target.model.name, fields, scope["headers"], ex)
         return target, order, payload, ticket, wrap

@@ -3,8 +3,8 @@
 Modules: `gcra` (the arithmetic, the in-process limiter and the `Limiter` protocol the data
 plane uses), `lease` (credits a replica may spend without a round trip), `shared` (the same
 limits kept atomically in Redis for every replica, with a local fallback), `fallback` (what is
-logged and exported when requests are judged locally), `openended` (a key's requests with no
-output cap take turns, so a burst cannot overshoot by more than one answer per process).
+logged and exported when requests are judged locally), `openended` (what a key's requests with no
+output cap reserve: the size of its recent answers, taking turns until one is known).
 """
 
 from gateway.ratelimit.fallback import FallbackReport

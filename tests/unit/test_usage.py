@@ -108,7 +108,8 @@ async def test_a_token_limit_holds_whatever_the_upstream_reports(answer: Any, st
             codes.append(resp.status_code)
             if resp.status_code == 200 and stream:
                 assert b"usage" not in resp.content  # stripped: this client did not ask for it
-    assert codes[:2] == [200, 200] and set(codes[2:]) == {429}  # one request's overshoot at most
+    # the first answer (2,000 tokens) is learnt: the next reserves as much and no longer fits
+    assert codes[0] == 200 and set(codes[1:]) == {429}
     if stream:
         assert fake.calls[0][2]["stream_options"] == {"include_usage": True}
 
@@ -132,10 +133,11 @@ class HeldResponse(FakeResponse):
         return await super().read()
 
 
-async def test_a_burst_of_open_ended_requests_runs_one_at_a_time() -> None:
-    """Six uncapped requests at once: one reaches the upstream, five wait for it to settle;
-    then one more fits (the one overshoot), the rest are refused. Without the turns all six
-    reserved 256 tokens each and all six 2,000-token answers got through."""
+async def test_a_burst_of_open_ended_requests_runs_one_at_a_time_while_cold() -> None:
+    """Six uncapped requests at once of a key with no answer known yet: one reaches the
+    upstream, five wait for it to settle, then reserve its 2,000 tokens each and are refused
+    (the capped one passed them all along). Without the turns all six reserved 256 tokens each
+    and all six 2,000-token answers got through."""
     gw = create_app(parse_config(GOOD + TOKENS, ENV), ENV, rng=Random(1))
     gate, fake = asyncio.Event(), FakeTransport()
     fake.answer = lambda url: HeldResponse(gate, fake.calls[-1][2].get("max_tokens", 2000))
@@ -157,5 +159,31 @@ async def test_a_burst_of_open_ended_requests_runs_one_at_a_time() -> None:
             await asyncio.sleep(0)
         gate.set()
         codes = sorted(await asyncio.gather(*burst, capped))
-    assert codes == [200, 200, 200, 429, 429, 429, 429] and turns.waiting("t") == 0
+    assert codes == [200, 200, 429, 429, 429, 429, 429] and turns.waiting("t") == 0
     assert not turns._turns  # every turn given back
+
+
+async def test_once_a_keys_answers_are_known_its_requests_run_side_by_side() -> None:
+    """After a 200-token answer, uncapped requests reserve 200 (+ prompt) each and never wait:
+    five at once all reach the upstream while none has answered yet."""
+    gw = create_app(parse_config(GOOD + TOKENS, ENV), ENV, rng=Random(1))
+    gate, fake = asyncio.Event(), FakeTransport()
+    fake.answer = lambda url: HeldResponse(gate, 200)
+    gw.parts.forwarder.transport = fake
+    headers = {"authorization": f"Bearer {KEY}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gw") as c:
+
+        async def ask() -> int:
+            resp = await c.post("/v1/chat/completions", json={"model": "chat@v1"}, headers=headers)
+            return resp.status_code
+
+        gate.set()
+        assert await ask() == 200  # cold: it took the turn, and taught the size
+        gate.clear()
+        burst = [asyncio.create_task(ask()) for _ in range(5)]
+        while len(fake.calls) < 6:  # all five in flight together
+            await asyncio.sleep(0)
+        assert gw.parts.endpoint.open_ended.waiting("t") == 0
+        gate.set()
+        assert await asyncio.gather(*burst) == [200] * 5
+    assert gw.parts.endpoint.open_ended.expected("t") == 200
