@@ -8,46 +8,45 @@ read the body once under the size limit → parse → resolve model/alias/pin �
 plan, the fallback order, version health) → do (`PlanRunner`: attempts, retries) → record. A
 client disconnect cancels the upstream call (through the edge's per-connection hook, or a watcher
 on `receive` under other servers); the drain deadline cancels the same way and ends a started
-stream with a `server_shutdown` error event.
+stream with a `server_shutdown` error event. Reading the body is `body.py`; the client side of a
+request, and the answers the endpoint gives it itself, `client.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from random import Random, getrandbits
+from collections.abc import Callable
+from random import Random
 from time import perf_counter
 from typing import Any
 
-import orjson
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from gateway.auth import Client
 from gateway.config.schema import Limits
 from gateway.errors import (
     BadRequest,
     BodyTimeout,
-    ClientDisconnected,
     GatewayError,
     KeyOverloaded,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
     StoreError,
     Unavailable,
 )
-from gateway.exchange import CLIENT_CANCEL, Exchange
+from gateway.exchange import Exchange
 from gateway.infra.tasks import CurrentTask
 from gateway.livestats.responses import Owner, ResponseIndex
 from gateway.observability.logs import AccessLog
 from gateway.observability.tracing import RequestTracer
 from gateway.proxy.attempts import PlanRunner, attempt_order
+from gateway.proxy.body import PendingBodies, parse, read_body, request_id
+from gateway.proxy.client import ClientLink, cancelled, fail
 from gateway.proxy.edge import DISCONNECT
 from gateway.proxy.forward import Outgoing
 from gateway.proxy.multipart import Upload, read_upload
 from gateway.proxy.responses import ROUTES, ById, Capture, Forget, split_path
 from gateway.proxy.shadow import Shadow
-from gateway.proxy.sse import sse_error
 from gateway.proxy.usage import ask_for_usage, estimate_usage
 from gateway.ratelimit import Limiter
 from gateway.ratelimit.gcra import Ticket, output_cap
@@ -58,7 +57,6 @@ from gateway.routing.table import PROXY_PATHS, RESPONSES_PATH, Target
 from gateway.runtime.current import Current
 from gateway.runtime.snapshot import Runtime
 
-REQUEST_ID_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 MODEL_ROUTES = frozenset(f"/v1{p}" for p in PROXY_PATHS)
 USAGE_OPTION_ROUTES = frozenset(("/v1/chat/completions", "/v1/completions"))
 UPLOAD_ROUTES = frozenset(("/v1/audio/transcriptions",))  # multipart, streamed through
@@ -67,37 +65,6 @@ OPEN_ENDED_ROUTES = frozenset(("/v1/chat/completions", "/v1/completions", RESPON
 Admitted = tuple[
     Target, tuple[str, ...], dict[str, Any] | Outgoing, Ticket | None, Callable[[Send], Send] | None
 ]
-
-
-class ClientLink:
-    """The client side of one request: tracks what was sent and whether the client left."""
-
-    __slots__ = ("_send", "_task", "complete", "gone", "started", "stream")
-
-    def __init__(self, send: Send, task: asyncio.Task[Any]) -> None:
-        self._send = send
-        self._task = task
-        self.started = self.complete = self.gone = self.stream = False
-
-    def send(self, message: Message) -> Awaitable[None]:
-        """Note the progress, then hand over the server's own send (no coroutine of ours)."""
-        if message["type"] == "http.response.start":
-            self.started = True
-        elif not message.get("more_body"):
-            self.complete = True
-        return self._send(message)
-
-    def lost(self) -> None:
-        """The client disconnected: cancel the request's task unless the answer was complete."""
-        if not self.complete:
-            self.gone = True
-            self._task.cancel()
-
-    async def watch(self, receive: Receive) -> None:
-        """For servers without the edge's disconnect hook: wait for the disconnect message."""
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            self.lost()
 
 
 class ProxyEndpoint:
@@ -147,7 +114,7 @@ class ProxyEndpoint:
         deadline (one coroutine frame: every resume of the request passes through it)."""
         rt = self._current.runtime  # one config snapshot for the whole request
         headers = dict(scope["headers"])
-        ex = Exchange(_request_id(headers.get(b"x-request-id")), scope["path"], perf_counter())
+        ex = Exchange(request_id(headers.get(b"x-request-id")), scope["path"], perf_counter())
         if self._tracer is not None:
             ex.trace = self._tracer.start(headers, ex)
         task = self._current_task()
@@ -182,11 +149,11 @@ class ProxyEndpoint:
             if not (link.gone or self.shutting_down):
                 raise
             task.uncancel()
-            await _cancelled(link, ex, rt)
+            await cancelled(link, ex, rt)
         except GatewayError as err:
             # an upload whose client side broke is the client's failure, not the upstream's
             broken = payload.failure if type(payload) is Upload else None
-            await _fail(link, broken or err, ex, rt)
+            await fail(link, broken or err, ex, rt)
         finally:
             if hooks is not None:
                 hooks.discard(link.lost)
@@ -260,7 +227,7 @@ class ProxyEndpoint:
             requested, size = payload.model, payload.size
         else:
             body = await self._read_body_in_time(receive, headers, rt.limits)
-            payload = _parse(body)
+            payload = parse(body)
             requested, size = payload["model"], len(body)
         pin = headers.get(b"x-gateway-version")
         header_pin = pin.decode("latin-1") if pin is not None else None
@@ -271,7 +238,7 @@ class ProxyEndpoint:
             target = await self._follow_up(target, payload)
             if self._index is not None and payload.get("store") is not False:
                 wrap = Capture.wrapper(ex, self._index, target.model.name)
-        _check_served(target, path)
+        target.check_served(path)
         fields = payload if type(payload) is dict else {}
         ex.stream = fields.get("stream") is True
         ex.request_bytes = size
@@ -376,7 +343,7 @@ class ProxyEndpoint:
         ex.model, ex.routing_reason, ex.metered = model_name, "response_id", False
         ex.stream = b"stream=true" in scope["query_string"]
         target = Target(model, version)
-        _check_served(target, RESPONSES_PATH)
+        target.check_served(RESPONSES_PATH)
         wrap = None
         if method == "DELETE" and self._index is not None:
             wrap = Forget.wrapper(self._index, rid)
@@ -388,14 +355,14 @@ class ProxyEndpoint:
     async def _read_body_in_time(
         self, receive: Receive, headers: dict[bytes, bytes], limits: Limits
     ) -> bytes:
-        """`_read_body` within `limits.body_timeout_s` (408 after it), on the shared deadline
+        """`read_body` within `limits.body_timeout_s` (408 after it), on the shared deadline
         timers (no loop timer of its own per request)."""
         t = limits.body_timeout_s
         deadline = self._deadlines.start(t, t, t)
         try:
             with deadline:
                 declared = headers.get(b"content-length")
-                return await _read_body(receive, declared, limits, self.pending_bodies)
+                return await read_body(receive, declared, limits, self.pending_bodies)
         except TimeoutError:
             raise BodyTimeout(f"request body not received within {t:g} s") from None
         finally:
@@ -424,125 +391,3 @@ class ProxyEndpoint:
                 f"every version of {model.name!r} is failing", code="no_healthy_version"
             )
         return healthy
-
-
-def _check_served(target: Target, path: str) -> None:
-    """404 unless the pinned version (or, unpinned, some version) serves `path`."""
-    model, pinned = target.model, target.pinned
-    if path not in (model.paths if pinned is None else pinned.urls):
-        who = model.name if pinned is None else f"{model.name}@{pinned.id}"
-        raise NotFound(
-            f"{path} is not offered by {who!r} (its upstream.endpoints do not list it)",
-            code="endpoint_not_supported",
-        )
-
-
-async def _cancelled(link: ClientLink, ex: Exchange, rt: Runtime) -> None:
-    """The request was cancelled because the client left or the drain deadline passed."""
-    if link.gone:
-        ex.outcome, ex.status = CLIENT_CANCEL, 499
-        return
-    ex.outcome = "shutdown"
-    if not link.started:
-        await _fail(link, Unavailable("gateway shutting down", code="server_shutdown"), ex, rt)
-    elif not link.complete:
-        event = sse_error("gateway shutting down", "unavailable", "server_shutdown")
-        body = event if link.stream else b""
-        await link.send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-class PendingBodies:
-    """Bytes held by request bodies still arriving in several pieces, across the process (a
-    body that arrives in one piece is never counted: nothing waits while holding it)."""
-
-    __slots__ = ("held",)
-
-    def __init__(self) -> None:
-        self.held = 0
-
-
-async def _read_body(
-    receive: Receive, declared: bytes | None, limits: Limits, pending: PendingBodies
-) -> bytes:
-    """The whole request body, refusing more than `max_body_bytes` (declared or counted), and
-    503 while unfinished bodies already hold `max_pending_body_bytes`."""
-    limit = limits.max_body_bytes
-    if declared is not None:
-        if not declared.isdigit():
-            raise BadRequest("invalid Content-Length")
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"request body larger than {limit} bytes")
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientDisconnected("client disconnected while sending the request")
-    chunk: bytes = message.get("body", b"")
-    if len(chunk) > limit:
-        raise PayloadTooLarge(f"request body larger than {limit} bytes")
-    if not message.get("more_body", False):
-        return chunk  # the common case: the whole body in one piece
-    parts, size = [chunk], len(chunk)
-    pending.held += size
-    try:
-        while True:
-            if pending.held > limits.max_pending_body_bytes:
-                raise Unavailable(
-                    "gateway overloaded: too many request bodies in progress",
-                    code="pending_bodies_full",
-                )
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected("client disconnected while sending the request")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            pending.held += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body larger than {limit} bytes")
-            parts.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(parts)
-    finally:
-        pending.held -= size
-
-
-def _parse(body: bytes) -> dict[str, Any]:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise BadRequest("request body must be a JSON object")
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required and must be a non-empty string", param="model")
-    return payload
-
-
-def _request_id(given: bytes | None) -> str:
-    """The client's x-request-id if it is short and plain, else a fresh random one (96 bits
-    from `random`: ids need to be unique, not secret, and `os.urandom` is a system call)."""
-    if given and len(given) <= 64 and REQUEST_ID_CHARS.issuperset(given):
-        return given.decode()
-    return getrandbits(96).to_bytes(12).hex()
-
-
-async def _fail(link: ClientLink, err: GatewayError, ex: Exchange, rt: Runtime) -> None:
-    """Record `err` and, if nothing was sent yet, answer it in OpenAI's error shape."""
-    ex.status, ex.outcome = err.status, err.outcome
-    if (err.status in (408, 413, 503) or type(err) is KeyOverloaded) and err.code:
-        ex.reason = err.code
-    if link.started:
-        return
-    body = err.body()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", ex.request_id.encode()),
-        (b"x-gateway-config-revision", rt.revision.encode()),
-    ]
-    headers.extend(err.headers())
-    if ex.model is not None:
-        headers.append((b"x-gateway-model", ex.model.encode()))
-    if ex.version is not None:
-        headers.append((b"x-gateway-version", ex.version.encode()))
-    await link.send({"type": "http.response.start", "status": err.status, "headers": headers})
-    await link.send({"type": "http.response.body", "body": body, "more_body": False})

@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.config.routes import Defaults, Ejection, Model, Retry, Timeouts, merged
 from gateway.config.schema import GatewayConfig
-from gateway.errors import BadRequest, ModelNotFound
+from gateway.errors import BadRequest, ModelNotFound, NotFound
 from gateway.routing import PerformancePolicy, Policy, build_policy
 
 # endpoint name (`upstream.endpoints`) -> its path under the upstream's base URL
@@ -67,6 +67,16 @@ class Target:
 
     model: ModelEntry
     pinned: VersionEntry | None
+
+    def check_served(self, path: str) -> None:
+        """404 unless the pinned version (or, unpinned, some version) serves `path`."""
+        model, pinned = self.model, self.pinned
+        if path not in (model.paths if pinned is None else pinned.urls):
+            who = model.name if pinned is None else f"{model.name}@{pinned.id}"
+            raise NotFound(
+                f"{path} is not offered by {who!r} (its upstream.endpoints do not list it)",
+                code="endpoint_not_supported",
+            )
 
 
 @dataclass(frozen=True, slots=True)

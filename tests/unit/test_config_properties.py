@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gateway.config import parse_config
 from gateway.config.schema import GatewayConfig
 from gateway.errors import BadRequest, ConfigError
-from gateway.proxy.endpoint import _parse
+from gateway.proxy.body import parse as _parse
 from tests.samples import ENV, GOOD
 
 BASE: dict[str, Any] = yaml.safe_load(GOOD)
